@@ -1,0 +1,1 @@
+"""The eavesdropper: wire capture, the interceptor service, ADRA, AMIA and attack metrics."""

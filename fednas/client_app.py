@@ -1,0 +1,45 @@
+"""Flower ClientApp: one client's local DARTS search per round (Message API)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fednas.config import parse_config, parse_run_config
+from fednas.federation import DataChoice, run_client_round
+from fednas.records import from_array_record, to_array_record, to_metric_record
+from fednas.search import LocalSearchConfig
+
+LOCAL_THETA = "archleak-local-theta"
+SEARCH_KEYS = frozenset(f.alias or k for k, f in LocalSearchConfig.model_fields.items())
+
+
+def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
+    """The ClientApp; ``overrides`` replace run-config values (for in-process simulations and tests)."""
+    client = ClientApp()
+
+    @client.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg = parse_run_config({**context.run_config, **(overrides or {})})
+        round_cfg = dict(msg.content["config"])
+        search_cfg = parse_config(LocalSearchConfig, {k: v for k, v in round_cfg.items() if k in SEARCH_KEYS})
+        choice = DataChoice(str(round_cfg["dataset"]), Path(str(round_cfg["data-root"])), "server")
+        local = context.state.array_records.get(LOCAL_THETA)
+        result = run_client_round(
+            cfg, search_cfg, int(round_cfg["server-round"]), choice,
+            int(context.node_config["partition-id"]), int(context.node_config["num-partitions"]),
+            from_array_record(msg.content["arrays"]), from_array_record(local) if local else None)
+        if result.local_theta:
+            context.state[LOCAL_THETA] = to_array_record(result.local_theta)
+        reply = RecordDict({"arrays": to_array_record(result.state),
+                            "metrics": to_metric_record(result.metrics)})
+        return Message(reply, reply_to=msg)
+
+    return client
+
+
+app = build_client_app()

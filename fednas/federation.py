@@ -1,0 +1,146 @@
+"""Federation logic shared by server and clients, without Flower: seeds, data, model, aggregation.
+
+The Flower apps only convert Messages to and from the tensors these functions take and return.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fednas.batches import ImageSet
+from fednas.config import RunConfig, resolve_user_path
+from fednas.data import ImageData, load_dataset, resolve_data_root, resolve_dataset
+from fednas.partition import FederatedSplit, split_federation
+from fednas.search import LocalSearchConfig, local_search
+from fednas.search_space import SupernetSpec
+from fednas.state import THETA_PREFIX, export_state, import_state, split_state
+from fednas.supernet import SuperNet, build_supernet
+
+MODEL_STREAM, CLIENT_STREAM, SAMPLING_STREAM = 1, 2, 3
+
+
+def derive_seed(seed: int, *stream: int) -> int:
+    """An independent 63-bit seed for one named use of the run seed."""
+    return int(np.random.SeedSequence([seed, *stream]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def generator(seed: int, *stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, *stream))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """The dataset actually used and where it lives (``auto`` resolved once, on the server)."""
+
+    dataset: str
+    root: Path
+    root_source: str
+    warning: str | None = None
+
+
+def choose_data(cfg: RunConfig) -> DataChoice:
+    configured = str(resolve_user_path(cfg.data_root)) if cfg.data_root else ""
+    root, source = resolve_data_root(configured)
+    name, warning = resolve_dataset(cfg.dataset, root)
+    return DataChoice(name, root, source, warning)
+
+
+def supernet_spec(cfg: RunConfig, data: ImageData) -> SupernetSpec:
+    return SupernetSpec(in_channels=data.channels, image_size=data.image_size,
+                        num_classes=data.num_classes, **cfg.knobs())
+
+
+def make_model(cfg: RunConfig, data: ImageData, device: torch.device) -> SuperNet:
+    """The round-0 supernet: identical on the server and every client for the same seed."""
+    return build_supernet(supernet_spec(cfg, data), data.mean, data.std,
+                          generator(cfg.seed, MODEL_STREAM), device)
+
+
+@functools.lru_cache(maxsize=8)
+def _split(dataset: str, root: str, num_clients: int, scheme: str, concentration: float,
+           population_fraction: float, alpha_fraction: float, cap: int, seed: int) -> FederatedSplit:
+    labels = load_dataset(dataset, root).train_labels.numpy()
+    return split_federation(labels, num_clients, scheme=scheme, concentration=concentration,
+                            population_fraction=population_fraction, alpha_fraction=alpha_fraction,
+                            samples_per_client=cap, seed=seed)
+
+
+def federation_split(cfg: RunConfig, dataset: str, root: Path, num_clients: int) -> FederatedSplit:
+    """The run's partition (cached per process; a pure function of the config and seed)."""
+    return _split(dataset, str(root), num_clients, cfg.partitioning, cfg.dirichlet_alpha,
+                  cfg.population_fraction, cfg.alpha_fraction, cfg.samples_per_client, cfg.seed)
+
+
+def client_data(cfg: RunConfig, dataset: str, root: Path, partition_id: int,
+                num_partitions: int) -> tuple[ImageSet, ImageSet]:
+    """This client's D^θ and D^α."""
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id {partition_id} is outside [0, {num_partitions})")
+    data = load_dataset(dataset, str(root))
+    split = federation_split(cfg, dataset, root, num_partitions).clients[partition_id]
+    return (ImageSet.take(data.train_images, data.train_labels, split.theta),
+            ImageSet.take(data.train_images, data.train_labels, split.alpha))
+
+
+def aggregate(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Weighted average of named tensors, accumulated in float64 in the given order."""
+    if not states or len(states) != len(weights):
+        raise ValueError("aggregate needs one weight per state and at least one state")
+    total = float(sum(weights))
+    out: dict[str, torch.Tensor] = {}
+    for name in states[0]:
+        acc = torch.zeros(states[0][name].shape, dtype=torch.float64)
+        for state, w in zip(states, weights, strict=True):
+            acc += state[name].to(torch.float64) * (w / total)
+        out[name] = acc.to(states[0][name].dtype)
+    return out
+
+
+@dataclass
+class ClientRound:
+    """What a client sends back after its local search, plus evaluation-only facts."""
+
+    state: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+    alpha_batches: list[tuple[int, ...]] = field(default_factory=list)
+    local_theta: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def run_client_round(cfg: RunConfig, search_cfg: LocalSearchConfig, server_round: int, choice: DataChoice,
+                     partition_id: int, num_partitions: int, received: Mapping[str, torch.Tensor],
+                     local_theta: Mapping[str, torch.Tensor] | None = None) -> ClientRound:
+    """One client's round: load the broadcast (or its own θ), search locally, export the reply."""
+    device = resolve_device(cfg.device)
+    data = load_dataset(choice.dataset, str(choice.root))
+    model = make_model(cfg, data, device)
+    _, broadcast_theta = split_state(received)
+    state = dict(received)
+    if not broadcast_theta and local_theta:
+        state.update({THETA_PREFIX + k: v for k, v in local_theta.items()})
+    import_state(model, state)
+    theta_set, alpha_set = client_data(cfg, choice.dataset, choice.root, partition_id, num_partitions)
+    gen = generator(cfg.seed, CLIENT_STREAM, server_round, partition_id)
+    result = local_search(model, theta_set, alpha_set, search_cfg, gen)
+    metrics: dict[str, float] = {"num-examples": float(len(theta_set) + len(alpha_set)),
+                                 "partition-id": float(partition_id), **result.metrics()}
+    full = export_state(model, weights=True)
+    reply = full if cfg.share_weights else export_state(model, weights=False)
+    _, theta = split_state(full)
+    return ClientRound(reply, metrics, result.alpha_batches, {} if cfg.share_weights else theta)
+
+
+def describe_choice(choice: DataChoice) -> dict[str, Any]:
+    return {"dataset": choice.dataset, "data_root": str(choice.root), "data_root_source": choice.root_source}

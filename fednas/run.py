@@ -1,0 +1,164 @@
+"""The server's side of a federated search run, without Flower: run folder, evaluation, records, resume.
+
+Run folder ``<output-dir>/<run-id>/``:
+  config.json        resolved config, seed, dataset actually used, search space, package versions
+  rounds.jsonl       one record per round: genotype, softmax(α), test and client metrics, seconds
+  checkpoints/       round-NNNN.safetensors (θ and α of the global model, atomic)
+  summary.json       final genotype and accuracy
+  resumes.jsonl      one record per resume
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fednas.batches import ImageSet
+from fednas.config import ConfigError, RunConfig, resolve_user_path
+from fednas.data import load_dataset
+from fednas.federation import choose_data, describe_choice, make_model, resolve_device
+from fednas.search import evaluate
+from fednas.state import alpha_softmax, export_state, import_state, split_state
+from fednas.storage import (CorruptFile, append_jsonl, atomic_write_json, load_tensors, package_versions,
+                            read_jsonl, save_tensors, write_jsonl)
+
+_CKPT = re.compile(r"round-(\d+)\.safetensors$")
+# Keys that must match between a run and its resumption (they define the model and the data).
+_RESUME_KEYS = ("seed", "dataset", "cells", "nodes", "channels", "activation", "alpha_sharing",
+                "batchnorm", "partitioning", "dirichlet_alpha", "population_fraction", "alpha_fraction",
+                "samples_per_client")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(round, path) of every checkpoint file, newest first."""
+    found = [(int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("round-*.safetensors")
+             if (m := _CKPT.search(p.name))]
+    return sorted(found, reverse=True)
+
+
+def load_latest_checkpoint(run_dir: Path, log: Callable[[str], None] = print
+                           ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
+    """Newest readable checkpoint; damaged ones are reported and skipped."""
+    for server_round, path in checkpoints(run_dir):
+        try:
+            tensors, meta = load_tensors(path)
+        except CorruptFile as exc:
+            log(f"archleak: skipping damaged checkpoint {exc}")
+            continue
+        return server_round, tensors, meta
+    raise FileNotFoundError(f"no readable checkpoint under {run_dir / 'checkpoints'}")
+
+
+class ServerRun:
+    """Owns the global model between rounds and writes everything a run leaves behind."""
+
+    def __init__(self, cfg: RunConfig, run_id: int | str, log: Callable[[str], None] = print) -> None:
+        self.cfg, self.run_id, self.log = cfg, str(run_id), log
+        self.choice = choose_data(cfg)
+        if self.choice.warning:
+            log(self.choice.warning)
+        self.data = load_dataset(self.choice.dataset, str(self.choice.root))
+        self.model = make_model(cfg, self.data, resolve_device(cfg.device))
+        n_test = len(self.data.test_labels) if cfg.eval_samples == 0 else cfg.eval_samples
+        ids = np.arange(min(n_test, len(self.data.test_labels)))
+        self.test = ImageSet.take(self.data.test_images, self.data.test_labels, ids)
+        self.start_round = 0
+        if cfg.resume_from:
+            self.dir = resolve_user_path(cfg.resume_from)
+            self._resume()
+        else:
+            self.dir = resolve_user_path(cfg.output_dir) / self.run_id
+            if (self.dir / "config.json").exists():
+                raise ConfigError(f"output folder {self.dir} already holds a run; use 'resume-from'")
+            atomic_write_json(self.dir / "config.json", self._metadata())
+        self.started = self.last_tick = time.perf_counter()
+        log(f"archleak: run {self.run_id} writes to {self.dir}")
+        log(f"archleak: dataset {self.choice.dataset} from {self.choice.root}; "
+            f"{self.model.spec.alpha_count()} α entries; rounds {self.start_round + 1}..{cfg.num_server_rounds}")
+
+    def _metadata(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "created": now(), "seed": self.cfg.seed,
+                "config": self.cfg.to_flower(), **describe_choice(self.choice),
+                "supernet": self.model.spec.model_dump(mode="json"),
+                "alpha_count": self.model.spec.alpha_count(), "versions": package_versions()}
+
+    def _resume(self) -> None:
+        original = json.loads((self.dir / "config.json").read_text())
+        old = RunConfig.model_validate(original["config"])
+        diff = [k for k in _RESUME_KEYS if getattr(old, k) != getattr(self.cfg, k)]
+        if diff:
+            raise ConfigError(f"cannot resume {self.dir}: these keys differ from the original run: "
+                              + ", ".join(RunConfig.model_fields[k].alias or k for k in diff))
+        self.start_round, tensors, _ = load_latest_checkpoint(self.dir, self.log)
+        import_state(self.model, tensors)
+        write_jsonl(self.dir / "rounds.jsonl",
+                    [r for r in read_jsonl(self.dir / "rounds.jsonl") if r["round"] <= self.start_round])
+        append_jsonl(self.dir / "resumes.jsonl", {"run_id": self.run_id, "time": now(),
+                                                   "from_round": self.start_round,
+                                                   "config": self.cfg.to_flower(),
+                                                   "versions": package_versions()})
+
+    @property
+    def remaining_rounds(self) -> int:
+        return max(self.cfg.num_server_rounds - self.start_round, 0)
+
+    def global_state(self) -> dict[str, torch.Tensor]:
+        """What the server broadcasts: α, and θ unless clients keep their weights."""
+        return export_state(self.model, weights=self.cfg.share_weights)
+
+    def round_config(self, server_round: int) -> dict[str, Any]:
+        """The round's ConfigRecord content: local-search settings, round and data choice."""
+        return {**self.cfg.local_search().model_dump(by_alias=True), "server-round": server_round,
+                "dataset": self.choice.dataset, "data-root": str(self.choice.root)}
+
+    def complete_round(self, server_round: int, state: Mapping[str, torch.Tensor],
+                       client_metrics: Mapping[str, float], num_clients: int) -> dict[str, Any]:
+        """Adopt the aggregate, evaluate, append to rounds.jsonl, checkpoint, print one line."""
+        _, theta = split_state(state)
+        merged = {**export_state(self.model, weights=True), **state}
+        import_state(self.model, merged)
+        test = evaluate(self.model, self.test) if theta else {"loss": None, "accuracy": None}
+        tick = time.perf_counter()
+        record = {"round": server_round, "time": now(), "seconds": tick - self.last_tick,
+                  "clients": num_clients, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+                  "client_metrics": dict(client_metrics), "genotype": self.model.genotype().to_dict(),
+                  "alpha_softmax": alpha_softmax(export_state(self.model, weights=False))}
+        self.last_tick = tick
+        append_jsonl(self.dir / "rounds.jsonl", record)
+        save_tensors(self.dir / "checkpoints" / f"round-{server_round:04d}.safetensors",
+                     export_state(self.model, weights=True),
+                     {"round": server_round, "run_id": self.run_id, "seed": self.cfg.seed,
+                      "supernet": self.model.spec.model_dump(mode="json"), **describe_choice(self.choice)})
+        acc = "n/a (θ stays on clients)" if test["accuracy"] is None else f"{test['accuracy']:.3f}"
+        self.log(f"archleak: round {server_round}/{self.cfg.num_server_rounds}  test acc {acc}  "
+                 f"α-loss {client_metrics.get('alpha-loss', float('nan')):.3f}  "
+                 f"θ-loss {client_metrics.get('theta-loss', float('nan')):.3f}  "
+                 f"clients {num_clients}  {record['seconds']:.1f}s")
+        return record
+
+    def finish(self) -> dict[str, Any]:
+        rounds = read_jsonl(self.dir / "rounds.jsonl")
+        last = rounds[-1] if rounds else {}
+        summary = {"run_id": self.run_id, "finished": now(), "rounds": len(rounds),
+                   "final_test_accuracy": last.get("test_accuracy"),
+                   "final_genotype": self.model.genotype().to_dict(),
+                   "genotype": str(self.model.genotype()),
+                   "seconds_this_session": time.perf_counter() - self.started,
+                   "checkpoint": str(checkpoints(self.dir)[0][1]) if checkpoints(self.dir) else None,
+                   "run_dir": str(self.dir)}
+        atomic_write_json(self.dir / "summary.json", summary)
+        self.log(f"archleak: finished; genotype {summary['genotype']}")
+        self.log(f"archleak: results in {self.dir}")
+        return summary

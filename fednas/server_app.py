@@ -1,0 +1,54 @@
+"""Flower ServerApp: federated DARTS with per-round records, checkpoints and resume (Message API)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from logging import INFO
+from typing import Any
+
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from fednas.config import parse_run_config
+from fednas.records import from_array_record, to_array_record
+from fednas.run import ServerRun
+from fednas.strategy import FedDartsAvg
+
+
+def say(line: str) -> None:
+    log(INFO, "%s", line)
+
+
+def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Parse the config (a bad value stops here, before training), run all rounds, return the summary."""
+    cfg = parse_run_config({**context.run_config, **(overrides or {})})
+    run = ServerRun(cfg, context.run_id, log=say)
+    strategy = FedDartsAvg(seed=cfg.seed, round_config=run.round_config, round_offset=run.start_round,
+                           fraction_train=cfg.fraction_train, min_nodes=cfg.min_nodes)
+
+    def record_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None
+        rec = run.complete_round(server_round + run.start_round, from_array_record(arrays),
+                                 strategy.last_metrics, strategy.last_clients)
+        return MetricRecord({"test-accuracy": rec["test_accuracy"] or 0.0})
+
+    if run.remaining_rounds:
+        strategy.start(grid=grid, initial_arrays=to_array_record(run.global_state()),
+                       num_rounds=run.remaining_rounds, evaluate_fn=record_round)
+    return run.finish()
+
+
+def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
+    """The ServerApp; ``overrides`` replace run-config values (for in-process simulations and tests)."""
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(grid, context, overrides)
+
+    return server
+
+
+app = build_server_app()

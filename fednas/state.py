@@ -1,0 +1,68 @@
+"""The supernet's state as flat named tensors: ``alpha:<group>`` and ``theta:<state_dict key>``.
+
+This is the payload that travels between server and clients (one ArrayRecord, distinct names) and
+the content of checkpoints. BatchNorm's ``num_batches_tracked`` counters stay local (an integer
+counter has no meaningful average and does not affect the forward pass with a fixed momentum).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from fednas.supernet import SuperNet
+
+ALPHA_PREFIX = "alpha:"
+THETA_PREFIX = "theta:"
+
+
+def _theta_keys(model: SuperNet) -> list[str]:
+    return [k for k in model.state_dict()
+            if not k.startswith("alphas.") and not k.endswith("num_batches_tracked")]
+
+
+def export_state(model: SuperNet, weights: bool = True) -> dict[str, torch.Tensor]:
+    """CPU copies of α (always) and θ (when ``weights``)."""
+    out = {ALPHA_PREFIX + g: a.detach().cpu().clone() for g, a in model.alphas.items()}
+    if weights:
+        sd = model.state_dict()
+        out.update({THETA_PREFIX + k: sd[k].detach().cpu().clone() for k in _theta_keys(model)})
+    return out
+
+
+def split_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(α by group, θ by state_dict key); raises on names that are neither."""
+    alphas, theta = {}, {}
+    for name, tensor in state.items():
+        if name.startswith(ALPHA_PREFIX):
+            alphas[name[len(ALPHA_PREFIX):]] = tensor
+        elif name.startswith(THETA_PREFIX):
+            theta[name[len(THETA_PREFIX):]] = tensor
+        else:
+            raise ValueError(f"state entry {name!r} is neither {ALPHA_PREFIX}* nor {THETA_PREFIX}*")
+    return alphas, theta
+
+
+def import_state(model: SuperNet, state: Mapping[str, torch.Tensor]) -> None:
+    """Load α (every group required) and θ (all of it, or none) into ``model`` in place."""
+    alphas, theta = split_state(state)
+    if set(alphas) != set(model.alphas):
+        raise ValueError(f"α groups {sorted(alphas)} do not match the model's {sorted(model.alphas)}")
+    keys = _theta_keys(model)
+    if theta and set(theta) != set(keys):
+        missing, extra = sorted(set(keys) - set(theta)), sorted(set(theta) - set(keys))
+        raise ValueError(f"θ does not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    with torch.no_grad():
+        for g, a in alphas.items():
+            model.alphas[g].copy_(a.reshape(model.alphas[g].shape))
+        if theta:
+            sd = model.state_dict()
+            for k, v in theta.items():
+                sd[k].copy_(v.reshape(sd[k].shape))
+
+
+def alpha_softmax(state: Mapping[str, torch.Tensor]) -> dict[str, list[list[float]]]:
+    """softmax(α) per group as nested lists (for JSON)."""
+    alphas, _ = split_state({k: v for k, v in state.items() if k.startswith(ALPHA_PREFIX)})
+    return {g: torch.softmax(a.double(), dim=-1).tolist() for g, a in alphas.items()}

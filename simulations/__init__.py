@@ -1,0 +1,1 @@
+"""Named scenarios, sweeps that reproduce the paper's tables, benchmarks, and the ``archleak`` CLI."""

@@ -1,0 +1,76 @@
+"""The ``archleak`` command line (typer, the same stack as Flower's CLI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fednas.config import RunConfig, resolve_user_path
+from fednas.data import DATASETS, available_datasets, resolve_data_root
+from fednas.storage import package_versions
+
+app = typer.Typer(help="archleak: architecture-level privacy leakage in federated NAS.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@app.command()
+def info(
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT, else the cache)")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Versions, the resolved data root and the datasets found there."""
+    root, source = resolve_data_root(str(resolve_user_path(data_root)) if data_root else "")
+    found = available_datasets(root)
+    report = {"versions": package_versions(), "data_root": str(root), "data_root_source": source,
+              "datasets": {name: {"present": found[name], "description": DATASETS.get(name).description}
+                           for name in DATASETS},
+              "output_base": str(resolve_user_path("."))}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+    typer.echo(f"data root: {root} (from {source})")
+    typer.echo(f"relative output paths resolve under: {report['output_base']}")
+    typer.echo("datasets:")
+    for name, entry in report["datasets"].items():
+        mark = "found" if entry["present"] else "missing (downloaded on first use)"
+        if name == "cifar10-subset" and not entry["present"]:
+            mark = "missing (offline npz; cannot be downloaded)"
+        typer.echo(f"  {name:15s} {mark:45s} {entry['description']}")
+
+
+@app.command("config")
+def show_config(
+    markdown: Annotated[bool, typer.Option(help="print the run-config keys as a Markdown table")] = False,
+) -> None:
+    """The run-config keys with their defaults (as JSON, or the README's Markdown table)."""
+    if not markdown:
+        typer.echo(json.dumps(RunConfig().to_flower(), indent=2))
+        return
+    typer.echo("| key | default | meaning |\n|---|---|---|")
+    for name, field in RunConfig.model_fields.items():
+        typer.echo(f"| `{field.alias or name}` | `{json.dumps(field.default)}` | {field.description} |")
+
+
+@bench_app.command("fednas")
+def bench_fednas(
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    quick: Annotated[bool, typer.Option(help="fewer repetitions and clients (a smoke run)")] = False,
+) -> None:
+    """Seconds per local search step, seconds per round against clients, memory for 100 clients."""
+    from simulations.bench_fednas import run_benchmark
+
+    figures = run_benchmark(data_root=data_root, quick=quick)
+    text = json.dumps(figures, indent=2)
+    if json_path:
+        json_path.write_text(text + "\n")
+    typer.echo(text)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
