@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fednas.data import AUTO, DATASETS
 from fednas.partition import PARTITIONERS
@@ -84,6 +84,16 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
             return value
         raise ValueError("allowed values: 'auto', 'cpu', 'cuda', 'cuda:N'")
 
+    @model_validator(mode="after")
+    def _batchnorm_needs_batches(self) -> RunConfig:
+        # With batch statistics and a single image, every channel is normalised to zero spatial mean, so
+        # global pooling sees zeros: the output is constant and every gradient vanishes.
+        if self.batchnorm and min(self.alpha_batch_size, self.theta_batch_size) < 2:
+            raise ValueError("'batchnorm' = true needs 'alpha-batch-size' and 'theta-batch-size' >= 2 "
+                             "(BatchNorm on one image makes the output constant); allowed: batchnorm = false "
+                             "with any batch size, or batches of at least 2")
+        return self
+
     def local_search(self) -> LocalSearchConfig:
         return LocalSearchConfig(**{k: getattr(self, k) for k in LocalSearchConfig.model_fields})
 
@@ -96,7 +106,9 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
 
 
 def _describe(err: Mapping[str, Any], model: type) -> str:
-    key = ".".join(str(part) for part in err["loc"]) or "(config)"
+    key = ".".join(str(part) for part in err["loc"])
+    if not key:
+        return "run config: " + str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         known = ", ".join(f.alias or k for k, f in model.model_fields.items())
         return f"unknown run-config key {key!r}; known keys: {known}"

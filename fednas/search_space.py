@@ -59,7 +59,8 @@ class SearchSpaceKnobs(BaseModel):
     activation: str = Field("elu", description="activation inside the operations: elu, tanh, sigmoid, relu")
     alpha_sharing: AlphaSharing = Field(
         "shared", description="'shared': one α for normal and one for reduction cells; 'per-cell': one per cell")
-    batchnorm: bool = Field(True, description="BatchNorm (affine=False, as in DARTS search) inside the operations")
+    batchnorm: bool = Field(
+        False, description="BatchNorm (affine=False, as in DARTS search) inside the operations; needs batches >= 2")
 
     @field_validator("activation")
     @classmethod

@@ -139,10 +139,13 @@ def derive_genotype(weights: Mapping[str, torch.Tensor], spec: SupernetSpec) -> 
 
 
 def init_supernet(model: SuperNet, generator: torch.Generator, alpha_scale: float = 1e-3) -> None:
-    """Seeded initialisation: PyTorch's default conv/linear init, α ~ alpha_scale·N(0, 1) (DARTS)."""
+    """Seeded initialisation: He-normal convs (so the signal survives without BatchNorm), PyTorch's
+    default linear layer, α ~ alpha_scale·N(0, 1) (DARTS)."""
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
+            elif isinstance(module, nn.Linear):
                 nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
                 if module.bias is not None:
                     fan_in = module.weight[0].numel()

@@ -1,0 +1,38 @@
+"""Shared fixtures. Data: $FEDNAS_DATA_ROOT, else ../shared/data next to the repo; MNIST tests fall back
+to the bundled digits when MNIST is absent (a fresh machine without internet), and say so."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fednas.data import DATASETS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    env = os.environ.get("FEDNAS_DATA_ROOT")
+    return Path(env).resolve() if env else (REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return _data_root()
+
+
+@pytest.fixture(scope="session")
+def mnist_or_digits(data_root: Path) -> str:
+    """'mnist' when it is on disk, else 'digits' (offline fallback)."""
+    if DATASETS.get("mnist").present(data_root):
+        return "mnist"
+    print(f"MNIST not under {data_root}: using the bundled digits")
+    return "digits"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative output paths of a test never reach the user's ~/archleak."""
+    monkeypatch.setenv("ARCHLEAK_HOME", str(tmp_path / "archleak-home"))

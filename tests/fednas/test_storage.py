@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from fednas.run import load_latest_checkpoint
+from fednas.storage import CorruptFile, append_jsonl, load_tensors, read_jsonl, save_tensors
+
+
+def test_checkpoint_round_trip(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_tensors(path, {"alpha:normal": torch.arange(6.0).view(2, 3)}, {"round": 3})
+    tensors, meta = load_tensors(path)
+    assert torch.equal(tensors["alpha:normal"], torch.arange(6.0).view(2, 3)) and meta == {"round": 3}
+    assert not list(tmp_path.glob(".*.tmp")), "temporary files are cleaned up"
+
+
+def test_truncated_checkpoint_is_reported_and_skipped(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    save_tensors(ckpt / "round-0001.safetensors", {"a": torch.ones(3)}, {"round": 1})
+    save_tensors(ckpt / "round-0002.safetensors", {"a": torch.zeros(3)}, {"round": 2})
+    raw = (ckpt / "round-0002.safetensors").read_bytes()
+    (ckpt / "round-0002.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CorruptFile):
+        load_tensors(ckpt / "round-0002.safetensors")
+    messages = []
+    server_round, tensors, _ = load_latest_checkpoint(tmp_path, messages.append)
+    assert server_round == 1 and torch.equal(tensors["a"], torch.ones(3))
+    assert "round-0002" in messages[0]
+
+
+def test_jsonl_append(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_jsonl(path, {"round": 1})
+    append_jsonl(path, {"round": 2})
+    assert read_jsonl(path) == [{"round": 1}, {"round": 2}]
