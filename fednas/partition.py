@@ -81,7 +81,7 @@ def split_federation(labels: np.ndarray, num_clients: int, *, scheme: str = "iid
     labels = np.asarray(labels)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EA4C4]))
     order = rng.permutation(len(labels))
-    n_pop = int(round(population_fraction * len(labels)))
+    n_pop = round(population_fraction * len(labels))
     population, private = np.sort(order[:n_pop]), np.sort(order[n_pop:])
     shares = PARTITIONERS.get(scheme)(private, labels, num_clients, concentration, rng)
     clients = []
@@ -89,7 +89,7 @@ def split_federation(labels: np.ndarray, num_clients: int, *, scheme: str = "iid
         share = rng.permutation(share)
         if samples_per_client > 0:
             share = share[:samples_per_client]
-        n_alpha = max(1, int(round(alpha_fraction * len(share))))
+        n_alpha = max(1, round(alpha_fraction * len(share)))
         if len(share) - n_alpha < 1:
             raise ValueError(f"a client share of {len(share)} samples cannot be split into D^θ and D^α")
         clients.append(ClientSplit(theta=np.sort(share[n_alpha:]), alpha=np.sort(share[:n_alpha])))

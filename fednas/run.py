@@ -27,8 +27,16 @@ from fednas.data import load_dataset
 from fednas.federation import choose_data, describe_choice, make_model, resolve_device
 from fednas.search import evaluate
 from fednas.state import alpha_softmax, export_state, import_state, split_state
-from fednas.storage import (CorruptFile, append_jsonl, atomic_write_json, load_tensors, package_versions,
-                            read_jsonl, save_tensors, write_jsonl)
+from fednas.storage import (
+    CorruptFile,
+    append_jsonl,
+    atomic_write_json,
+    load_tensors,
+    package_versions,
+    read_jsonl,
+    save_tensors,
+    write_jsonl,
+)
 
 _CKPT = re.compile(r"round-(\d+)\.safetensors$")
 # Keys that must match between a run and its resumption (they define the model and the data).

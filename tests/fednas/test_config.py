@@ -1,6 +1,5 @@
-import tomllib
-
 import pytest
+import tomllib
 
 from fednas.config import ConfigError, RunConfig, parse_run_config, resolve_user_path
 from tests.conftest import REPO

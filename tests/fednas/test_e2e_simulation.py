@@ -1,21 +1,17 @@
 """End to end through Flower's simulation engine (in-process Ray): 2 clients x 2 rounds."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from flwr.simulation import run_simulation
 
-from fednas.client_app import build_client_app
 from fednas.config import ConfigError, parse_run_config
 from fednas.data import load_dataset
 from fednas.federation import DataChoice, make_model, run_client_round
-from fednas.server_app import build_server_app, run_server
+from fednas.server_app import run_server
 from fednas.state import export_state, import_state
 from fednas.storage import load_tensors, read_jsonl
-
-BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+from simulations.simulate import simulate
 
 
 def tiny(dataset, data_root, out, **kw):
@@ -24,15 +20,6 @@ def tiny(dataset, data_root, out, **kw):
            "samples-per-client": 200}
     cfg.update(kw)
     return cfg
-
-
-def simulate(overrides, clients=2):
-    run_simulation(build_server_app(overrides), build_client_app(overrides), num_supernodes=clients,
-                   backend_config=BACKEND)
-    runs = sorted(Path(overrides["output-dir"]).iterdir()) if "resume-from" not in overrides else [
-        Path(overrides["resume-from"])]
-    assert len(runs) == 1
-    return runs[0]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +72,7 @@ class NoGrid:
 
 class FakeContext:
     run_id = 1
-    run_config = {}
+    run_config: dict = {}  # noqa: RUF012
 
 
 def test_bad_value_stops_the_server_before_training():

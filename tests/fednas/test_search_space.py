@@ -1,8 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from fednas.search_space import (PRIMITIVES, SupernetSpec, edges_per_cell, reduction_cells,
-                                 spec_for_paper_p)
+from fednas.search_space import PRIMITIVES, SupernetSpec, edges_per_cell, reduction_cells, spec_for_paper_p
 
 
 def test_primitives_are_the_papers_eight():

@@ -8,7 +8,7 @@ from fednas.supernet import build_supernet, derive_cell
 
 
 def small_spec(**kw):
-    base = dict(channels=4, cells=3, nodes=2)
+    base = {"channels": 4, "cells": 3, "nodes": 2}
     base.update(kw)
     return SupernetSpec(**base)
 
