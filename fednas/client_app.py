@@ -10,8 +10,10 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fednas.config import parse_config, parse_run_config
+from fednas.evaluation_log import write_alpha_batches
 from fednas.federation import DataChoice, run_client_round
 from fednas.records import from_array_record, to_array_record, to_metric_record
+from fednas.run import run_folder
 from fednas.search import LocalSearchConfig
 
 LOCAL_THETA = "archleak-local-theta"
@@ -35,6 +37,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             from_array_record(msg.content["arrays"]), from_array_record(local) if local else None)
         if result.local_theta:
             context.state[LOCAL_THETA] = to_array_record(result.local_theta)
+        write_alpha_batches(run_folder(cfg, context.run_id), int(round_cfg["server-round"]), context.node_id,
+                            int(context.node_config["partition-id"]), result.alpha_batches)
         reply = RecordDict({"arrays": to_array_record(result.state),
                             "metrics": to_metric_record(result.metrics)})
         return Message(reply, reply_to=msg)

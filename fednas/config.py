@@ -11,12 +11,14 @@ you typed the command in is unknown to the app.) The run prints its output folde
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fednas.data import AUTO, DATASETS
 from fednas.partition import PARTITIONERS
@@ -24,6 +26,7 @@ from fednas.search import LocalSearchConfig, kebab
 from fednas.search_space import SearchSpaceKnobs
 
 HOME_ENV = "ARCHLEAK_HOME"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -105,26 +108,85 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
         return self.model_dump(by_alias=True, mode="json")
 
 
-def _describe(err: Mapping[str, Any], model: type) -> str:
+def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     key = ".".join(str(part) for part in err["loc"])
-    if not key:
-        return "run config: " + str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        known = ", ".join(f.alias or k for k, f in model.model_fields.items())
-        return f"unknown run-config key {key!r}; known keys: {known}"
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if not key:
+        return "run config: " + msg
     return f"run-config key {key!r}: got {err.get('input')!r}; {msg}"
 
 
-def parse_config(model: type[LocalSearchConfig], values: Mapping[str, Any]) -> Any:
+def parse_config(model: type[ModelT], values: Mapping[str, Any]) -> ModelT:
     """Validate ``values`` into ``model``, turning pydantic's errors into one clear ConfigError."""
     try:
         return model.model_validate(dict(values))
     except ValidationError as exc:
-        lines = [_describe(err, model) for err in exc.errors()]
+        lines = []
+        for err in exc.errors():
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(f.alias or k for k, f in model.model_fields.items())
+                lines.append(f"unknown key {'.'.join(map(str, err['loc']))!r}; known keys: {known}")
+            else:
+                lines.append(_describe(err, model))
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
+# Run-config sections: fednas owns "federation"; the attacker and the defenses register theirs, so that
+# one flat Flower run config is validated as a whole while each package keeps its own typed model.
+# SECTION_MODULES are imported before every parse (by name: Ray ships the apps' closures by value, so an
+# import at the top of an app module is not guaranteed to have run in a client process).
+SECTIONS: dict[str, type[BaseModel]] = {}
+SECTION_MODULES = ("attacker.config",)
+
+
+def register_section(name: str, model: type[BaseModel]) -> None:
+    if name in SECTIONS and SECTIONS[name] is not model:
+        raise ValueError(f"run-config section {name!r} is already registered")
+    SECTIONS[name] = model
+
+
+def section_keys(model: type[BaseModel]) -> set[str]:
+    return {f.alias or k for k, f in model.model_fields.items()}
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The whole run config, one typed section per package."""
+
+    sections: Mapping[str, BaseModel]
+
+    @property
+    def federation(self) -> RunConfig:
+        return self.section("federation", RunConfig)
+
+    def section(self, name: str, model: type[ModelT]) -> ModelT:
+        value = self.sections[name]
+        assert isinstance(value, model)
+        return value
+
+    def to_flower(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for value in self.sections.values():
+            out.update(value.model_dump(by_alias=True, mode="json"))
+        return out
+
+
+def parse_app_config(values: Mapping[str, Any]) -> AppConfig:
+    """Parse the flat Flower run config into every registered section; unknown keys are errors."""
+    for module in SECTION_MODULES:
+        importlib.import_module(module)
+    known = set().union(*(section_keys(m) for m in SECTIONS.values()))
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown run-config key(s) {', '.join(map(repr, unknown))}; "
+                          f"known keys: {', '.join(sorted(known))}")
+    return AppConfig({name: parse_config(model, {k: v for k, v in values.items() if k in section_keys(model)})
+                      for name, model in SECTIONS.items()})
+
+
 def parse_run_config(values: Mapping[str, Any]) -> RunConfig:
-    """Parse Flower's run config (kebab-case keys) into a :class:`RunConfig`."""
-    return parse_config(RunConfig, values)
+    """Parse the run config and return its federation section (other sections are validated too)."""
+    return parse_app_config(values).federation
+
+
+register_section("federation", RunConfig)

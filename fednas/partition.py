@@ -63,6 +63,16 @@ def dirichlet_shares(indices: np.ndarray, labels: np.ndarray, n: int, concentrat
                      "or lower the number of clients")
 
 
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, 0x5EA4C4]))
+
+
+def population_indices(num_samples: int, population_fraction: float, seed: int) -> np.ndarray:
+    """The held-back population (public data): the same indices :func:`split_federation` holds back."""
+    order = _rng(seed).permutation(num_samples)
+    return np.sort(order[:round(population_fraction * num_samples)])
+
+
 def split_federation(labels: np.ndarray, num_clients: int, *, scheme: str = "iid",
                      concentration: float = 0.5, population_fraction: float = 0.2,
                      alpha_fraction: float = 0.5, samples_per_client: int = 0,
@@ -79,7 +89,7 @@ def split_federation(labels: np.ndarray, num_clients: int, *, scheme: str = "iid
     if not 0.0 < alpha_fraction < 1.0:
         raise ValueError(f"alpha_fraction must be in (0, 1), got {alpha_fraction}")
     labels = np.asarray(labels)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EA4C4]))
+    rng = _rng(seed)
     order = rng.permutation(len(labels))
     n_pop = round(population_fraction * len(labels))
     population, private = np.sort(order[:n_pop]), np.sort(order[n_pop:])

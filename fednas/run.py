@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fednas.batches import ImageSet
-from fednas.config import ConfigError, RunConfig, resolve_user_path
+from fednas.config import AppConfig, ConfigError, RunConfig, parse_app_config, resolve_user_path
 from fednas.data import load_dataset
 from fednas.federation import choose_data, describe_choice, make_model, resolve_device
 from fednas.search import evaluate
@@ -40,9 +40,14 @@ from fednas.storage import (
 
 _CKPT = re.compile(r"round-(\d+)\.safetensors$")
 # Keys that must match between a run and its resumption (they define the model and the data).
-_RESUME_KEYS = ("seed", "dataset", "cells", "nodes", "channels", "activation", "alpha_sharing",
+_RESUME_KEYS = ("seed", "dataset", "cells", "nodes", "channels", "stem_stride", "activation", "alpha_sharing",
                 "batchnorm", "partitioning", "dirichlet_alpha", "population_fraction", "alpha_fraction",
                 "samples_per_client")
+
+
+def run_folder(cfg: RunConfig, run_id: int | str) -> Path:
+    """Where a run writes: ``resume-from`` when resuming, else ``<output-dir>/<run-id>``."""
+    return resolve_user_path(cfg.resume_from) if cfg.resume_from else resolve_user_path(cfg.output_dir) / str(run_id)
 
 
 def now() -> str:
@@ -72,8 +77,9 @@ def load_latest_checkpoint(run_dir: Path, log: Callable[[str], None] = print
 class ServerRun:
     """Owns the global model between rounds and writes everything a run leaves behind."""
 
-    def __init__(self, cfg: RunConfig, run_id: int | str, log: Callable[[str], None] = print) -> None:
-        self.cfg, self.run_id, self.log = cfg, str(run_id), log
+    def __init__(self, app: AppConfig, run_id: int | str, log: Callable[[str], None] = print) -> None:
+        cfg = app.federation
+        self.app, self.cfg, self.run_id, self.log = app, cfg, str(run_id), log
         self.choice = choose_data(cfg)
         if self.choice.warning:
             log(self.choice.warning)
@@ -84,10 +90,10 @@ class ServerRun:
         self.test = ImageSet.take(self.data.test_images, self.data.test_labels, ids)
         self.start_round = 0
         if cfg.resume_from:
-            self.dir = resolve_user_path(cfg.resume_from)
+            self.dir = run_folder(cfg, self.run_id)
             self._resume()
         else:
-            self.dir = resolve_user_path(cfg.output_dir) / self.run_id
+            self.dir = run_folder(cfg, self.run_id)
             if (self.dir / "config.json").exists():
                 raise ConfigError(f"output folder {self.dir} already holds a run; use 'resume-from'")
             atomic_write_json(self.dir / "config.json", self._metadata())
@@ -98,13 +104,13 @@ class ServerRun:
 
     def _metadata(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "created": now(), "seed": self.cfg.seed,
-                "config": self.cfg.to_flower(), **describe_choice(self.choice),
+                "config": self.app.to_flower(), **describe_choice(self.choice),
                 "supernet": self.model.spec.model_dump(mode="json"),
                 "alpha_count": self.model.spec.alpha_count(), "versions": package_versions()}
 
     def _resume(self) -> None:
         original = json.loads((self.dir / "config.json").read_text())
-        old = RunConfig.model_validate(original["config"])
+        old = parse_app_config(original["config"]).federation
         diff = [k for k in _RESUME_KEYS if getattr(old, k) != getattr(self.cfg, k)]
         if diff:
             raise ConfigError(f"cannot resume {self.dir}: these keys differ from the original run: "
@@ -115,7 +121,7 @@ class ServerRun:
                     [r for r in read_jsonl(self.dir / "rounds.jsonl") if r["round"] <= self.start_round])
         append_jsonl(self.dir / "resumes.jsonl", {"run_id": self.run_id, "time": now(),
                                                    "from_round": self.start_round,
-                                                   "config": self.cfg.to_flower(),
+                                                   "config": self.app.to_flower(),
                                                    "versions": package_versions()})
 
     @property

@@ -164,10 +164,10 @@ def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cf
     """Run one round of first-order DARTS on this client's splits; mutates ``model`` in place."""
     start = time.perf_counter()
     device = next(model.parameters()).device
-    theta_sampler = BatchSampler(len(theta_data), cfg.theta_batch_size, generator)
-    alpha_sampler = BatchSampler(len(alpha_data), cfg.alpha_batch_size, generator)
     n_theta = resolve_steps(cfg.theta_steps, cfg.theta_epochs, len(theta_data), cfg.theta_batch_size)
     n_alpha = resolve_steps(cfg.alpha_steps, cfg.alpha_epochs, len(alpha_data), cfg.alpha_batch_size)
+    theta_sampler = BatchSampler(len(theta_data), cfg.theta_batch_size, generator) if n_theta else None
+    alpha_sampler = BatchSampler(len(alpha_data), cfg.alpha_batch_size, generator) if n_alpha else None
     theta_params, alpha_params = model.weight_parameters(), model.alpha_parameters()
     theta_opt = torch.optim.SGD(theta_params, lr=cfg.theta_lr, momentum=cfg.theta_momentum,
                                 weight_decay=cfg.theta_weight_decay)
@@ -177,6 +177,7 @@ def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cf
     model.train()
     for kind in search_schedule(n_theta, n_alpha, cfg.search_order):
         data, sampler = (alpha_data, alpha_sampler) if kind == "alpha" else (theta_data, theta_sampler)
+        assert sampler is not None
         positions = next(sampler)
         x, y = data.batch(positions, device)
         if kind == "alpha":

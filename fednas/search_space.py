@@ -56,11 +56,14 @@ class SearchSpaceKnobs(BaseModel):
     cells: int = Field(3, ge=1, description="search cells (reduction cells sit at 1/3 and 2/3 of the depth)")
     nodes: int = Field(4, ge=1, description="intermediate nodes per cell")
     channels: int = Field(8, ge=2, description="channels of the first cell (doubled at each reduction)")
+    stem_stride: int = Field(2, ge=1, le=2, description="stride of the stem convolution (2: every cell works at "
+                                                         "half the input resolution, about 3x cheaper)")
     activation: str = Field("elu", description="activation inside the operations: elu, tanh, sigmoid, relu")
     alpha_sharing: AlphaSharing = Field(
         "shared", description="'shared': one α for normal and one for reduction cells; 'per-cell': one per cell")
     batchnorm: bool = Field(
-        False, description="BatchNorm (affine=False, as in DARTS search) inside the operations; needs batches >= 2")
+        False, description="BatchNorm in the stem and (affine=False, as in DARTS search) in the operations; "
+                           "needs batches >= 2")
 
     @field_validator("activation")
     @classmethod

@@ -10,7 +10,11 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from fednas.config import parse_run_config
+from attacker.capture import CaptureStore
+from attacker.config import InterceptorConfig
+from attacker.service import InterceptorService
+from attacker.tap import TappedGrid
+from fednas.config import parse_app_config
 from fednas.records import from_array_record, to_array_record
 from fednas.run import ServerRun
 from fednas.strategy import FedDartsAvg
@@ -22,8 +26,16 @@ def say(line: str) -> None:
 
 def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Parse the config (a bad value stops here, before training), run all rounds, return the summary."""
-    cfg = parse_run_config({**context.run_config, **(overrides or {})})
-    run = ServerRun(cfg, context.run_id, log=say)
+    app = parse_app_config({**context.run_config, **(overrides or {})})
+    cfg = app.federation
+    run = ServerRun(app, context.run_id, log=say)
+    eavesdropper = app.section("interceptor", InterceptorConfig)
+    service = None
+    if eavesdropper.interceptor != "off":
+        service = InterceptorService(run.dir, eavesdropper, log=say)
+        service.start()
+        grid = TappedGrid(grid, CaptureStore(run.dir / "captures", report=say), run.run_id,
+                          on_capture=service.submit, log=say)
     strategy = FedDartsAvg(seed=cfg.seed, round_config=run.round_config, round_offset=run.start_round,
                            fraction_train=cfg.fraction_train, min_nodes=cfg.min_nodes)
 
@@ -37,7 +49,13 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     if run.remaining_rounds:
         strategy.start(grid=grid, initial_arrays=to_array_record(run.global_state()),
                        num_rounds=run.remaining_rounds, evaluate_fn=record_round)
-    return run.finish()
+    summary = run.finish()
+    if service is not None:
+        assert isinstance(grid, TappedGrid)
+        say(f"archleak: tap stored {grid.stats.captures} captures in {grid.stats.seconds:.2f}s "
+            f"({grid.stats.errors} errors)")
+        summary["interceptor"] = service.finish()
+    return summary
 
 
 def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:

@@ -28,6 +28,9 @@ class MixedOp(nn.Module):
         self.active = [i for i, p in enumerate(spec.primitives) if p != "none"]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``weights`` is [ops] (one architecture) or [N, ops] (one architecture per sample)."""
+        if weights.ndim == 2:
+            weights = weights.t().reshape(weights.shape[1], -1, 1, 1, 1)
         out = weights[self.active[0]] * self.ops[self.active[0]](x)
         for i in self.active[1:]:
             out = out + weights[i] * self.ops[i](x)
@@ -59,7 +62,7 @@ class SearchCell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.nodes):
-            node = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            node = sum(self.edges[offset + j](h, weights[..., offset + j, :]) for j, h in enumerate(states))
             offset += len(states)
             states.append(node)
         return torch.cat(states[2:], dim=1)
@@ -78,7 +81,8 @@ class SuperNet(nn.Module):
         self.register_buffer("input_std", torch.tensor(std).view(shape), persistent=False)
         c_curr = spec.stem_multiplier * spec.channels
         self.stem = nn.Sequential(
-            nn.Conv2d(spec.in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr)
+            nn.Conv2d(spec.in_channels, c_curr, 3, stride=spec.stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_curr) if spec.batchnorm else nn.Identity(),
         )
         c_pp, c_p, c_curr = c_curr, c_curr, spec.channels
         self.cells = nn.ModuleList()
@@ -96,8 +100,11 @@ class SuperNet(nn.Module):
             {g: nn.Parameter(torch.zeros(rows, cols)) for g in spec.alpha_groups()}
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = {g: F.softmax(a, dim=-1) for g, a in self.alphas.items()}
+    def forward(self, x: torch.Tensor, alphas: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits. ``alphas`` overrides the model's α: each group [edges, ops], or [N, edges, ops] to give
+        every sample its own architecture (per-sample α gradients in one backward pass)."""
+        source = self.alphas if alphas is None else alphas
+        weights = {g: F.softmax(a, dim=-1) for g, a in source.items()}
         s0 = s1 = self.stem((x - self.input_mean) / self.input_std)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, weights[self.spec.alpha_group(i)])

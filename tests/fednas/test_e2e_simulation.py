@@ -17,7 +17,7 @@ from simulations.simulate import simulate
 def tiny(dataset, data_root, out, **kw):
     cfg = {"dataset": dataset, "data-root": str(data_root), "output-dir": str(out), "num-server-rounds": 2,
            "theta-steps": 2, "theta-batch-size": 8, "eval-samples": 64, "channels": 4, "nodes": 2,
-           "samples-per-client": 200}
+           "samples-per-client": 200, "interceptor": "off"}
     cfg.update(kw)
     return cfg
 

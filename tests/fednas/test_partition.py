@@ -43,3 +43,9 @@ def test_bad_arguments():
         split_federation(LABELS, 2, scheme="shards")
     with pytest.raises(ValueError, match="alpha_fraction"):
         split_federation(LABELS, 2, alpha_fraction=1.0)
+
+
+def test_population_indices_match_the_split():
+    from fednas.partition import population_indices
+    split = split_federation(LABELS, 3, seed=5, population_fraction=0.3)
+    assert np.array_equal(population_indices(len(LABELS), 0.3, 5), split.population)

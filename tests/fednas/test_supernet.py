@@ -74,3 +74,17 @@ def test_model_genotype_has_two_edges_per_node_and_no_none():
 def test_unknown_operation_names_the_known_ones():
     with pytest.raises(ValueError, match="sep_conv_3x3"):
         OPS.get("conv_7x7")
+
+
+def test_per_sample_alphas_give_per_sample_gradients():
+    spec = small_spec()
+    model = build_supernet(spec, (0.5,), (0.25,), torch.Generator().manual_seed(0))
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([1, 4, 7])
+    expanded = {g: a.detach().expand(3, *a.shape).clone().requires_grad_() for g, a in model.alphas.items()}
+    loss = F.cross_entropy(model(x, expanded), y, reduction="sum")
+    per_sample = torch.autograd.grad(loss, list(expanded.values()))
+    for n in range(3):
+        model.zero_grad()
+        F.cross_entropy(model(x[n:n + 1]), y[n:n + 1]).backward()
+        for grads, alpha in zip(per_sample, model.alpha_parameters()):
+            torch.testing.assert_close(grads[n], alpha.grad, rtol=1e-4, atol=1e-7)

@@ -39,7 +39,8 @@ def test_flwr_run_dot_completes_and_writes_the_run(tmp_path, data_root, mnist_or
            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
            "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
     run_config = (f"num-server-rounds=2 dataset='{mnist_or_digits}' data-root='{data_root}' "
-                  f"output-dir='{out}' theta-steps=1 eval-samples=32 channels=4 nodes=2 samples-per-client=64")
+                  f"output-dir='{out}' theta-steps=1 eval-samples=32 channels=4 nodes=2 samples-per-client=64 "
+                  "attack-iterations=5 attack-restarts=1 attack-aux-samples=200")
     flwr = Path(sys.executable).with_name("flwr")
     try:
         proc = subprocess.run([str(flwr), "run", ".", "--stream", "--run-config", run_config,
@@ -52,6 +53,10 @@ def test_flwr_run_dot_completes_and_writes_the_run(tmp_path, data_root, mnist_or
         assert [r["round"] for r in read_jsonl(runs[0] / "rounds.jsonl")] == [1, 2]
         assert json.loads((runs[0] / "summary.json").read_text())["rounds"] == 2
         assert f"writes to {runs[0]}" in log and f"results in {runs[0]}" in log
+        # the default after-run interceptor attacked every capture and wrote its gallery
+        metrics = read_jsonl(runs[0] / "reconstructions" / "metrics.jsonl")
+        assert len(metrics) == 4 and not any(m.get("error") for m in metrics), log[-3000:]
+        assert (runs[0] / "reconstructions" / "index.html").exists() and "ADRA results" in log
     finally:
         for pid in superlinks_of(flwr_home):
             try:

@@ -1,0 +1,72 @@
+"""The interceptor's run-config section: when to attack, under which threat model, with which ADRA settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from attacker.objectives import OBJECTIVES
+from attacker.threat import THREAT_MODELS
+from fednas.config import register_section
+from fednas.search import kebab
+
+InterceptorMode = Literal["off", "live", "after-run"]
+
+
+class AttackSettings(BaseModel):
+    """ADRA settings (every one is a run-config key and a CLI option)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
+
+    threat_model: str = Field("wire", description="'architecture-only' (the paper: α only, own random θ) or "
+                                                  "'wire' (everything in the messages, θ included)")
+    attack_objective: str = Field("cosine", description="gradient matching: 'l2' (paper Eq. 5), 'cosine', "
+                                                        "'whitened-l2'")
+    attack_prior: Literal["pixel", "learned"] = Field(
+        "learned", description="'pixel' (sigmoid-boxed pixels) or 'learned' (latent of a VAE trained on public data)")
+    attack_tv: float = Field(1e-2, ge=0, description="total-variation weight")
+    attack_init: Literal["noise", "constant", "class-mean"] = Field(
+        "class-mean", description="dummy-image start: 'noise', 'constant' (0.5), 'class-mean' of the recovered label")
+    attack_label: Literal["match", "joint"] = Field(
+        "match", description="label recovery: 'match' (nearest class gradient, then fixed) or 'joint' "
+                             "(soft labels optimised with the images, as in the paper)")
+    attack_optimizer: Literal["adam", "lbfgs"] = Field("adam", description="'adam' or 'lbfgs'")
+    attack_iterations: int = Field(200, ge=1, description="optimisation iterations per reconstruction")
+    attack_lr: float = Field(0.05, gt=0, description="step size (Adam) / initial step (L-BFGS)")
+    attack_restarts: int = Field(2, ge=1, description="random restarts; the best gradient match is kept")
+    attack_denoise: bool = Field(False, description="the paper's denoising: pixels above attack-kappa set to 0")
+    attack_kappa: float = Field(245 / 255, gt=0, le=1, description="denoising threshold κ")
+    attack_batch: int = Field(16, ge=1, description="captures reconstructed together in one batched optimisation")
+    attack_aux_samples: int = Field(2000, ge=10, description="public population images the attacker uses "
+                                                             "(class means, label templates, prior)")
+    attack_fused: bool = Field(True, description="fast path: shared activations, fused dilated convolutions, "
+                                                 "sliced average pooling (the same function, tested to 1e-5)")
+
+    @field_validator("threat_model")
+    @classmethod
+    def _known_threat(cls, value: str) -> str:
+        THREAT_MODELS.get(value)
+        return value
+
+    @field_validator("attack_objective")
+    @classmethod
+    def _known_objective(cls, value: str) -> str:
+        OBJECTIVES.get(value)
+        return value
+
+
+class InterceptorConfig(AttackSettings):
+    """When and how the eavesdropper runs during a federated search."""
+
+    interceptor: InterceptorMode = Field(
+        "after-run", description="'off'; 'live' (a niced worker process attacks captures as they arrive); "
+                                 "'after-run' (attack the stored captures once the last round ends)")
+    interceptor_queue: int = Field(8, ge=1, description="live mode: captures waiting at most; more are dropped "
+                                                        "and counted, never blocking training")
+
+    def attack(self) -> AttackSettings:
+        return AttackSettings(**{k: getattr(self, k) for k in AttackSettings.model_fields})
+
+
+register_section("interceptor", InterceptorConfig)

@@ -1,0 +1,232 @@
+"""The interceptor: consumes captures, runs ADRA under the chosen threat model, scores, writes the gallery.
+
+The attack half sees only what :mod:`attacker.threat` allows. The scoring half reads the run's
+evaluation-only log to fetch the true images; it runs after the attack and never feeds it. An exception
+while attacking a capture is logged with its capture id and recorded; the service carries on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacker.adra import Progress, Reconstruction, reconstruct_batch
+from attacker.capture import CaptureRecord, CaptureStore
+from attacker.config import InterceptorConfig
+from attacker.gallery import grid_png, render_index, summary_table, write_summary
+from attacker.metrics import CANDIDATES, Truth, assign, cached_oracle, chance, image_scores, success_rates
+from attacker.model import uniform_weights
+from attacker.prior import ImageVAE, learned_prior
+from attacker.threat import THREAT_MODELS, AttackTarget, NotApplicable, PublicKnowledge, WireView
+from fednas.config import RunConfig, parse_app_config
+from fednas.data import ImageData, load_dataset
+from fednas.evaluation_log import read_alpha_batches
+from fednas.federation import derive_seed, generator, supernet_spec
+from fednas.partition import population_indices
+from fednas.state import export_state, split_state
+from fednas.storage import append_jsonl, atomic_write_bytes, read_jsonl
+from fednas.supernet import SuperNet
+
+ATTACK_STREAM = 4
+OUTPUT = "reconstructions"
+
+
+def load_run_config(run_dir: Path) -> tuple[RunConfig, InterceptorConfig, dict[str, Any]]:
+    meta = json.loads((Path(run_dir) / "config.json").read_text())
+    app = parse_app_config(meta["config"])
+    return app.federation, app.section("interceptor", InterceptorConfig), meta
+
+
+def public_knowledge(cfg: RunConfig, data: ImageData, aux_samples: int) -> PublicKnowledge:
+    """The population split (held back from every client) is the attacker's public data."""
+    ids = population_indices(len(data.train_labels), cfg.population_fraction, cfg.seed)[:aux_samples]
+    if len(ids) == 0:
+        raise ValueError("the run holds back no population data (population-fraction = 0): the attacker has no "
+                         "public images for label templates, class means or a prior")
+    index = torch.as_tensor(ids)
+    return PublicKnowledge(supernet_spec(cfg, data), data.mean, data.std,
+                           data.train_images[index].float() / 255, data.train_labels[index], cfg.seed)
+
+
+def attacker_theta(public: PublicKnowledge) -> dict[str, torch.Tensor]:
+    """θ_r ~ U(-0.25, 0.25) on the public search space (the paper's architecture-only attacker)."""
+    model = SuperNet(public.spec, public.mean, public.std)
+    uniform_weights(model, -0.25, 0.25, generator(public.seed, ATTACK_STREAM))
+    _, theta = split_state(export_state(model))
+    return theta
+
+
+def wire_view(store: CaptureStore, record: CaptureRecord) -> WireView:
+    capture = store.load(record)
+    return WireView(record.capture_id, record.server_round, record.node_id, record.broadcast_blob,
+                    capture.broadcast, capture.reply, record.broadcast_config, record.reply_metrics)
+
+
+class Interceptor:
+    """Attack captures of one run folder and keep its ``reconstructions/`` gallery current."""
+
+    def __init__(self, run_dir: Path, settings: InterceptorConfig | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.run_dir = Path(run_dir)
+        cfg, stored, self.meta = load_run_config(self.run_dir)
+        self.cfg, self.settings, self.log = cfg, settings or stored, log
+        self.store = CaptureStore(self.run_dir / "captures", report=log)
+        self.out = self.run_dir / OUTPUT
+        self.data = load_dataset(self.meta["dataset"], self.meta["data_root"])
+        self.public = public_knowledge(cfg, self.data, self.settings.attack_aux_samples)
+        self.own_theta = attacker_theta(self.public)
+        self._prior: ImageVAE | None = None
+        self._oracle = None
+        self.stats = {"attacked": 0, "failed": 0, "not_applicable": 0}
+
+    # --- the attack half: wire data and public knowledge only -------------------------------------
+    @property
+    def prior(self) -> ImageVAE | None:
+        if self.settings.attack_prior == "learned" and self._prior is None:
+            self._prior = learned_prior(self.public.aux_images, self.public.seed)
+        return self._prior
+
+    def targets(self, records: Iterable[CaptureRecord]) -> list[AttackTarget]:
+        threat = THREAT_MODELS.get(self.settings.threat_model)
+        out = []
+        for record in records:
+            try:
+                out.append(threat(wire_view(self.store, record), self.public, self.own_theta))
+            except NotApplicable as exc:
+                self.stats["not_applicable"] += 1
+                self._record_failure(record, f"not applicable: {exc}")
+            except Exception as exc:  # a damaged capture must not stop the others
+                self.stats["failed"] += 1
+                self._record_failure(record, f"{exc.__class__.__name__}: {exc}")
+        return out
+
+    def attack(self, targets: Sequence[AttackTarget],
+               callbacks: Sequence[Callable[[Progress], None]] = ()) -> list[Reconstruction]:
+        seed = derive_seed(self.cfg.seed, ATTACK_STREAM, int(hashlib.sha1(targets[0].capture_id.encode())
+                                                             .hexdigest()[:8], 16))
+        return reconstruct_batch(targets, self.public, self.settings, self.prior,
+                                 torch.Generator().manual_seed(seed), callbacks)
+
+    # --- the scoring half: ground truth from the evaluation-only log -------------------------------
+    @property
+    def oracle(self):  # noqa: ANN201
+        if self._oracle is None:
+            self._oracle = cached_oracle(self.meta["dataset"], self.data.train_images.float() / 255,
+                                         self.data.train_labels, self.public.spec.num_classes)
+        return self._oracle
+
+    def truth(self, record: CaptureRecord) -> Truth | None:
+        batches = read_alpha_batches(self.run_dir, record.server_round, record.node_id)
+        if batches is None:
+            return None
+        ids = [i for b in batches for i in b]
+        labels = self.data.train_labels[ids]
+        images = self.data.train_images[ids].float() / 255
+        pools = []
+        for n, (i, y) in enumerate(zip(ids, labels.tolist(), strict=True)):
+            same = (self.data.train_labels == y).nonzero().squeeze(1).numpy()
+            rng = np.random.default_rng([self.cfg.seed, i, n])
+            others = rng.choice(same[same != i], CANDIDATES - 1, replace=False)
+            pools.append(torch.cat([images[n:n + 1], self.data.train_images[others].float() / 255]))
+        return Truth(images, labels, pools)
+
+    def score(self, record: CaptureRecord, recon: Reconstruction) -> dict[str, Any]:
+        baseline = self.public.class_means()[recon.labels]
+        truth = self.truth(record)
+        rows: list[dict[str, Any]] = [{"label": int(lbl)} for lbl in recon.labels]
+        shown = [recon.images]
+        if truth is not None:
+            order = assign(recon.images, truth.images)
+            images, labels, base = recon.images[order], recon.labels[order], baseline[order]
+            attack_scores = image_scores(images, truth, self.oracle)
+            base_scores = image_scores(base, truth, self.oracle)
+            rows = [{"label": int(lbl), "true_label": int(t), "label_correct": int(lbl) == int(t), **a,
+                     "baseline": b} for lbl, t, a, b in zip(labels, truth.labels, attack_scores, base_scores,
+                                                           strict=True)]
+            shown = [images, truth.images, base]
+        else:
+            shown.append(baseline)
+        png = f"r{record.server_round:04d}-n{record.node_id}.png"
+        atomic_write_bytes(self.out / png, grid_png(shown))
+        return {"png": png, "images": rows}
+
+    # --- bookkeeping --------------------------------------------------------------------------------
+    def done(self) -> set[str]:
+        return {r["capture_id"] for r in read_jsonl(self.out / "metrics.jsonl")}
+
+    def pending(self, wanted: set[str] | None = None) -> list[CaptureRecord]:
+        done = self.done()
+        return [r for r in self.store.records()
+                if r.reply_blob and r.capture_id not in done and (wanted is None or r.capture_id in wanted)]
+
+    def _base_record(self, record: CaptureRecord) -> dict[str, Any]:
+        return {"capture_id": record.capture_id, "server_round": record.server_round, "node_id": record.node_id,
+                "threat_model": self.settings.threat_model, "time": time.time()}
+
+    def _record_failure(self, record: CaptureRecord, error: str) -> None:
+        self.log(f"archleak interceptor: capture {record.capture_id}: {error}")
+        append_jsonl(self.out / "metrics.jsonl", {**self._base_record(record), "error": error, "images": []})
+
+    def process(self, records: Sequence[CaptureRecord],
+                callbacks: Sequence[Callable[[Progress], None]] = ()) -> int:
+        """Attack, score and record ``records``; returns how many were attacked."""
+        by_id = {r.capture_id: r for r in records}
+        groups: dict[tuple[str, Any], list[AttackTarget]] = {}
+        for target in self.targets(records):
+            groups.setdefault((target.theta_key, target.rule), []).append(target)
+        size = 1 if self.public.spec.batchnorm else self.settings.attack_batch
+        attacked = 0
+        for group in groups.values():
+            for start in range(0, len(group), size):
+                chunk = group[start:start + size]
+                try:
+                    recons = self.attack(chunk, callbacks)
+                except Exception as exc:
+                    self.stats["failed"] += len(chunk)
+                    for t in chunk:
+                        self._record_failure(by_id[t.capture_id], f"{exc.__class__.__name__}: {exc}\n"
+                                                                   f"{traceback.format_exc(limit=4)}")
+                    continue
+                for recon in recons:
+                    record = by_id[recon.capture_id]
+                    line = {**self._base_record(record), **self.score(record, recon),
+                            "match_loss": recon.match_loss, "seconds_per_image": recon.seconds / len(recon.images)}
+                    append_jsonl(self.out / "metrics.jsonl", line)
+                attacked += len(recons)
+                self.stats["attacked"] += len(recons)
+                self.refresh()
+        return attacked
+
+    def summary(self) -> dict[str, Any]:
+        lines = [r for r in read_jsonl(self.out / "metrics.jsonl") if not r.get("error")]
+        images = [m for r in lines for m in r["images"] if "true_label" in m]
+        attack = success_rates(images)
+        base = success_rates([m["baseline"] for m in images])
+        if images:
+            attack["label"] = float(np.mean([m["label_correct"] for m in images]))
+            base["label"] = attack["label"]
+        secs = [r["seconds_per_image"] for r in lines]
+        return {"threat_model": self.settings.threat_model, "captures": len(lines), "images_scored": len(images),
+                "attack": attack, "baseline": base, "chance": chance(self.public.spec.num_classes),
+                "seconds_per_image": float(np.mean(secs)) if secs else None, "stats": dict(self.stats),
+                "settings": self.settings.attack().model_dump(by_alias=True)}
+
+    def refresh(self) -> dict[str, Any]:
+        summary = self.summary()
+        write_summary(self.out, summary)
+        render_index(self.out, f"archleak · ADRA · run {self.meta.get('run_id', '')} · {self.settings.threat_model}",
+                     summary["settings"], summary)
+        return summary
+
+    def report(self) -> str:
+        rows = summary_table(self.refresh())
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

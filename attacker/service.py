@@ -1,0 +1,144 @@
+"""Running the interceptor beside a federation without disturbing it.
+
+The tap only writes captures to disk. The attack runs in a separate, niced process
+(``python -m attacker.service RUN_DIR``) that reads the capture index:
+
+* ``live``: the worker follows the index while the run goes on. It keeps at most ``interceptor-queue``
+  captures waiting; when it falls further behind it drops the oldest waiting captures and counts them
+  (they stay on disk: ``archleak reconstruct`` can attack them later). Training never waits for it.
+* ``after-run``: the worker starts once the last round has ended and attacks every stored capture.
+
+The server marks the end of the run with ``captures/END``. The worker writes
+``reconstructions/interceptor.log``, ``report.txt`` and ``service.json``; if it crashes, the run still
+completes and the exit code is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from attacker.capture import CaptureRecord
+from attacker.config import InterceptorConfig
+from fednas.storage import atomic_write_bytes, atomic_write_json
+
+NICE = 10
+END_MARKER = "END"
+
+
+def _follow(interceptor: Any, queue: int, stats: dict[str, Any], poll_s: float,
+            log: Callable[[str], None]) -> None:
+    end = interceptor.store.root / END_MARKER
+    dropped: set[str] = set()
+    while True:
+        finished = end.exists()          # read before the index: captures written before END are seen
+        waiting = [r for r in interceptor.pending() if r.capture_id not in dropped]
+        if len(waiting) > queue:
+            for record in waiting[:-queue]:
+                dropped.add(record.capture_id)
+            log(f"fell behind: dropped {len(waiting) - queue} capture(s) ({len(dropped)} so far)")
+            waiting = waiting[-queue:]
+        stats["dropped"] = len(dropped)
+        if waiting:
+            interceptor.process(waiting[: interceptor.settings.attack_batch])
+        elif finished:
+            return
+        else:
+            time.sleep(poll_s)
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m attacker.service")
+    parser.add_argument("run_dir")
+    parser.add_argument("--settings", required=True, help="InterceptorConfig as JSON")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--poll", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    import torch
+
+    from attacker.interceptor import OUTPUT, Interceptor
+
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
+    torch.set_num_threads(args.threads)
+    settings = InterceptorConfig.model_validate_json(args.settings)
+    out = Path(args.run_dir) / OUTPUT
+    out.mkdir(parents=True, exist_ok=True)
+    stats: dict[str, Any] = {"mode": settings.interceptor, "dropped": 0}
+    with open(out / "interceptor.log", "a", buffering=1) as logfile:
+        def log(line: str) -> None:
+            logfile.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+        interceptor = Interceptor(Path(args.run_dir), settings, log=log)
+        if settings.interceptor == "live":
+            _follow(interceptor, settings.interceptor_queue, stats, args.poll, log)
+        else:
+            interceptor.process(interceptor.pending())
+        stats.update(interceptor.stats)
+        atomic_write_bytes(out / "report.txt", (interceptor.report() + "\n").encode())
+        atomic_write_json(out / "service.json", stats)
+        log("done")
+    return 0
+
+
+class InterceptorService:
+    """Starts and stops the worker process; nothing here can block or fail the federation."""
+
+    def __init__(self, run_dir: Path, settings: InterceptorConfig, log: Callable[[str], None] = print,
+                 threads: int = 1) -> None:
+        self.run_dir, self.settings, self.log, self.threads = Path(run_dir), settings, log, threads
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.submitted = 0
+
+    def _spawn(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        cmd = [sys.executable, "-m", "attacker.service", str(self.run_dir), "--settings",
+               self.settings.model_dump_json(), "--threads", str(self.threads)]
+        errors = open(self.run_dir / "captures" / "worker.stderr", "ab")  # noqa: SIM115 (owned by the child)
+        self.worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+
+    def start(self) -> None:
+        (self.run_dir / "captures").mkdir(parents=True, exist_ok=True)
+        if self.settings.interceptor == "live":
+            self._spawn()
+
+    def submit(self, record: CaptureRecord) -> None:
+        """The tap's callback: the capture is already on disk; the worker finds it there."""
+        self.submitted += 1
+
+    def finish(self, timeout_s: float = 3600.0) -> dict[str, Any]:
+        """Mark the end, let the worker drain (live) or run it (after-run), report; never raises."""
+        stats: dict[str, Any] = {"mode": self.settings.interceptor, "submitted": self.submitted}
+        try:
+            atomic_write_bytes(self.run_dir / "captures" / END_MARKER, b"")
+            if self.settings.interceptor == "after-run":
+                self.log("archleak: attacking the stored captures (after-run)")
+                self._spawn()
+            if self.worker is not None:
+                try:
+                    stats["exit_code"] = self.worker.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.worker.kill()
+                    stats["timed_out"] = True
+        except Exception as exc:  # reporting must not fail the run either
+            stats["error"] = f"{exc.__class__.__name__}: {exc}"
+        out = self.run_dir / "reconstructions"
+        report = out / "report.txt"
+        if report.exists():
+            self.log("archleak: ADRA results (see reconstructions/index.html)\n" + report.read_text())
+        else:
+            self.log(f"archleak: the interceptor produced no report ({stats}); see {out / 'interceptor.log'} "
+                     f"and captures/worker.stderr")
+        return stats
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())

@@ -1,0 +1,130 @@
+"""Threat models as function signatures: what an attack may read, and nothing else.
+
+An attack receives a :class:`WireView` (exactly what crossed the wire for one capture) and
+:class:`PublicKnowledge` (the public search space, the dataset's normalisation and public auxiliary
+images that no client trained on). The client's true batch is never an argument: it reaches only the
+scoring code.
+
+Threat models (registry ``THREAT_MODELS``):
+
+* ``architecture-only`` (the paper): the attacker sees α before and after; it uses its own weights
+  θ_r ~ U(-0.25, 0.25) on the public search space.
+* ``wire``: the attacker sees the whole messages, including the broadcast θ (federated NAS ships the
+  weights too), so it evaluates gradients under the weights the client actually used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fednas.registry import Registry
+from fednas.search import ALPHA_OPTIMIZERS
+from fednas.search_space import SupernetSpec
+from fednas.state import split_state
+
+
+@dataclass(frozen=True)
+class WireView:
+    """One capture as the eavesdropper saw it."""
+
+    capture_id: str
+    server_round: int
+    node_id: int
+    broadcast_id: str                               # content hash of the broadcast arrays
+    broadcast: Mapping[str, torch.Tensor]
+    reply: Mapping[str, torch.Tensor]
+    config: Mapping[str, Any]
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class PublicKnowledge:
+    """What any attacker knows without tapping: the search space and public data."""
+
+    spec: SupernetSpec
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    aux_images: torch.Tensor          # float [N, C, H, W] in [0, 1], from the held-back population
+    aux_labels: torch.Tensor
+    seed: int
+
+    def class_means(self) -> torch.Tensor:
+        """Mean public image per class, [num_classes, C, H, W]."""
+        return torch.stack([self.aux_images[self.aux_labels == c].mean(0)
+                            for c in range(self.spec.num_classes)])
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    """How the client turned gradients into Δα (from the round's ConfigRecord and reply metrics)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    steps: int
+    batch_size: int
+
+    @property
+    def exact(self) -> bool:
+        """One plain SGD step: Δα = -lr·(∇α + wd·α) holds exactly."""
+        return self.optimizer == "sgd" and self.steps == 1
+
+
+@dataclass(frozen=True)
+class AttackTarget:
+    """Everything the optimisation needs for one capture."""
+
+    capture_id: str
+    theta_key: str                                  # captures with equal keys share θ (batched together)
+    theta: Mapping[str, torch.Tensor]
+    alpha_before: Mapping[str, torch.Tensor]
+    alpha_delta: Mapping[str, torch.Tensor]
+    rule: UpdateRule
+
+
+class NotApplicable(ValueError):
+    """This threat model cannot attack this capture (for instance, no weights on the wire)."""
+
+
+def update_rule(view: WireView) -> UpdateRule:
+    cfg = view.config
+    name = str(cfg.get("alpha-optimizer", "sgd"))
+    preset = ALPHA_OPTIMIZERS.get(name)
+    lr = float(cfg.get("alpha-lr", -1))
+    wd = float(cfg.get("alpha-weight-decay", -1))
+    steps = int(round(view.metrics.get("alpha-steps", float(cfg.get("alpha-steps", 1)))))
+    return UpdateRule(name, preset.lr if lr == -1 else lr, preset.weight_decay if wd == -1 else wd,
+                      steps, int(cfg.get("alpha-batch-size", 1)))
+
+
+def _alphas(view: WireView) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    before, _ = split_state(view.broadcast)
+    after, _ = split_state(view.reply)
+    if not before or set(before) != set(after):
+        raise NotApplicable(f"{view.capture_id}: no α before and after on the wire")
+    return before, {g: after[g] - before[g] for g in before}
+
+
+ThreatModel = Callable[[WireView, PublicKnowledge, Mapping[str, torch.Tensor]], AttackTarget]
+THREAT_MODELS: Registry[ThreatModel] = Registry("threat model")
+
+
+@THREAT_MODELS.register("architecture-only")
+def architecture_only(view: WireView, public: PublicKnowledge,
+                      own_theta: Mapping[str, torch.Tensor]) -> AttackTarget:
+    before, delta = _alphas(view)
+    return AttackTarget(view.capture_id, "attacker", own_theta, before, delta, update_rule(view))
+
+
+@THREAT_MODELS.register("wire")
+def wire(view: WireView, public: PublicKnowledge, own_theta: Mapping[str, torch.Tensor]) -> AttackTarget:
+    before, delta = _alphas(view)
+    _, theta = split_state(view.broadcast)
+    if not theta:
+        raise NotApplicable(f"{view.capture_id}: the broadcast carries no weights (share-weights = false)")
+    return AttackTarget(view.capture_id, view.broadcast_id, theta, before, delta,
+                        update_rule(view))

@@ -1,0 +1,35 @@
+"""The evaluation-only log: which samples each client used for its α steps, per round.
+
+Clients write it; only scoring code reads it. Attacks never receive a path to it (their inputs are
+what crossed the wire plus public knowledge), and a test checks that an attack opens no file here.
+One small JSON file per (round, node), written atomically, so parallel clients never share a file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from fednas.storage import atomic_write_json
+
+FOLDER = "evaluation"
+
+
+def batches_path(run_dir: Path, server_round: int, node_id: int) -> Path:
+    return Path(run_dir) / FOLDER / "alpha-batches" / f"r{server_round:04d}-n{node_id}.json"
+
+
+def write_alpha_batches(run_dir: Path, server_round: int, node_id: int, partition_id: int,
+                        batches: Sequence[Sequence[int]]) -> None:
+    atomic_write_json(batches_path(run_dir, server_round, node_id),
+                      {"round": server_round, "node_id": node_id, "partition_id": partition_id,
+                       "batches": [list(map(int, b)) for b in batches]})
+
+
+def read_alpha_batches(run_dir: Path, server_round: int, node_id: int) -> list[list[int]] | None:
+    """The true α batches (dataset train indices), or None when the log has no entry."""
+    path = batches_path(run_dir, server_round, node_id)
+    if not path.exists():
+        return None
+    return [list(b) for b in json.loads(path.read_text())["batches"]]
