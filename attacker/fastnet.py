@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fednas.operations import DilConv, FactorizedReduce, SepConv, Zero
+from fednas.search_space import SupernetSpec
 from fednas.supernet import MixedOp, SearchCell, SuperNet
 
 EdgeFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (state, activated state) -> output
@@ -88,7 +89,7 @@ def _op_fn(op: nn.Module) -> EdgeFn:
         stride, norm = int(op[0].stride), op[1]
         return lambda h, a: norm(avg_pool_3x3(h, stride))
     if isinstance(op, Zero):
-        raise ValueError("the zero operation is never evaluated")
+        raise TypeError("the zero operation is never evaluated")
     return lambda h, a: op(h)
 
 
@@ -127,7 +128,7 @@ class FastSuperNet(nn.Module):
         self.cells = [FastCell(c, act) for c in model.cells]
 
     @property
-    def spec(self):  # noqa: ANN201 - mirrors SuperNet.spec
+    def spec(self) -> SupernetSpec:
         return self.model.spec
 
     def forward(self, x: torch.Tensor, alphas: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:

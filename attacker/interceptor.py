@@ -22,7 +22,8 @@ from attacker.adra import Progress, Reconstruction, reconstruct_batch
 from attacker.capture import CaptureRecord, CaptureStore
 from attacker.config import InterceptorConfig
 from attacker.gallery import grid_png, render_index, summary_table, write_summary
-from attacker.metrics import CANDIDATES, Truth, assign, cached_oracle, chance, image_scores, success_rates
+from attacker.metrics import (CANDIDATES, Oracle, Truth, assign, cached_oracle, chance, image_scores,
+                              success_rates)
 from attacker.model import uniform_weights
 from attacker.prior import ImageVAE, learned_prior
 from attacker.threat import THREAT_MODELS, AttackTarget, NotApplicable, PublicKnowledge, WireView
@@ -103,7 +104,7 @@ class Interceptor:
             except NotApplicable as exc:
                 self.stats["not_applicable"] += 1
                 self._record_failure(record, f"not applicable: {exc}")
-            except Exception as exc:  # a damaged capture must not stop the others
+            except Exception as exc:  # noqa: BLE001 - a damaged capture must not stop the others
                 self.stats["failed"] += 1
                 self._record_failure(record, f"{exc.__class__.__name__}: {exc}")
         return out
@@ -117,7 +118,7 @@ class Interceptor:
 
     # --- the scoring half: ground truth from the evaluation-only log -------------------------------
     @property
-    def oracle(self):  # noqa: ANN201
+    def oracle(self) -> Oracle:
         if self._oracle is None:
             self._oracle = cached_oracle(self.meta["dataset"], self.data.train_images.float() / 255,
                                          self.data.train_labels, self.public.spec.num_classes)
@@ -189,7 +190,7 @@ class Interceptor:
                 chunk = group[start:start + size]
                 try:
                     recons = self.attack(chunk, callbacks)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - logged with the capture id; carry on
                     self.stats["failed"] += len(chunk)
                     for t in chunk:
                         self._record_failure(by_id[t.capture_id], f"{exc.__class__.__name__}: {exc}\n"

@@ -128,7 +128,7 @@ class InterceptorService:
                 except subprocess.TimeoutExpired:
                     self.worker.kill()
                     stats["timed_out"] = True
-        except Exception as exc:  # reporting must not fail the run either
+        except Exception as exc:  # noqa: BLE001 - reporting must not fail the run either
             stats["error"] = f"{exc.__class__.__name__}: {exc}"
         out = self.run_dir / "reconstructions"
         report = out / "report.txt"

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import Message, RecordDict
-from flwr.supercore.run import Run
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 
 from attacker.capture import CaptureRecord, CaptureStore, capture_id
 from fednas.records import from_array_record
@@ -121,7 +121,7 @@ class TappedGrid(Grid):
         start = time.perf_counter()
         try:
             fn(*args)
-        except Exception as exc:  # the tap must never disturb training
+        except Exception as exc:  # noqa: BLE001 - the tap must never disturb training
             self.stats.errors += 1
             self.stats.last_error = f"{exc.__class__.__name__}: {exc}"
             self.log(f"archleak tap: error ignored ({self.stats.last_error})\n{traceback.format_exc(limit=3)}")

@@ -96,7 +96,7 @@ def update_rule(view: WireView) -> UpdateRule:
     preset = ALPHA_OPTIMIZERS.get(name)
     lr = float(cfg.get("alpha-lr", -1))
     wd = float(cfg.get("alpha-weight-decay", -1))
-    steps = int(round(view.metrics.get("alpha-steps", float(cfg.get("alpha-steps", 1)))))
+    steps = round(view.metrics.get("alpha-steps", float(cfg.get("alpha-steps", 1))))
     return UpdateRule(name, preset.lr if lr == -1 else lr, preset.weight_decay if wd == -1 else wd,
                       steps, int(cfg.get("alpha-batch-size", 1)))
 
