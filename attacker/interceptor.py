@@ -22,8 +22,16 @@ from attacker.adra import Progress, Reconstruction, reconstruct_batch
 from attacker.capture import CaptureRecord, CaptureStore
 from attacker.config import InterceptorConfig
 from attacker.gallery import grid_png, render_index, summary_table, write_summary
-from attacker.metrics import (CANDIDATES, Oracle, Truth, assign, cached_oracle, chance, image_scores,
-                              success_rates)
+from attacker.metrics import (
+    CANDIDATES,
+    Oracle,
+    Truth,
+    assign,
+    cached_oracle,
+    chance,
+    image_scores,
+    success_rates,
+)
 from attacker.model import uniform_weights
 from attacker.prior import ImageVAE, learned_prior
 from attacker.threat import THREAT_MODELS, AttackTarget, NotApplicable, PublicKnowledge, WireView
