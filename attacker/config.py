@@ -11,7 +11,7 @@ from attacker.threat import THREAT_MODELS
 from fednas.config import register_section
 from fednas.search import kebab
 
-InterceptorMode = Literal["off", "live", "after-run"]
+InterceptorMode = Literal["off", "capture", "live", "after-run"]
 
 
 class AttackSettings(BaseModel):
@@ -60,7 +60,8 @@ class InterceptorConfig(AttackSettings):
     """When and how the eavesdropper runs during a federated search."""
 
     interceptor: InterceptorMode = Field(
-        "after-run", description="'off'; 'live' (a niced worker process attacks captures as they arrive); "
+        "after-run", description="'off'; 'capture' (store captures only; attack later with archleak reconstruct); "
+                                 "'live' (a niced worker process attacks captures as they arrive); "
                                  "'after-run' (attack the stored captures once the last round ends)")
     interceptor_queue: int = Field(8, ge=1, description="live mode: captures waiting at most; more are dropped "
                                                         "and counted, never blocking training")

@@ -1,6 +1,6 @@
 """What the interceptor leaves behind: PNG grids, metrics.jsonl and a self-contained index.html.
 
-``reconstructions/``:
+``reconstructions/<threat-model>/``:
   r0001-n<node>.png   rows: reconstruction, ground truth (when the evaluation log has it), label-only baseline
   metrics.jsonl       one line per capture: per-image metrics, attack settings, seconds
   index.html          a gallery readable from disk (no server), rewritten atomically after every batch

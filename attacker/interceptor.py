@@ -22,16 +22,7 @@ from attacker.adra import Progress, Reconstruction, reconstruct_batch
 from attacker.capture import CaptureRecord, CaptureStore
 from attacker.config import InterceptorConfig
 from attacker.gallery import grid_png, render_index, summary_table, write_summary
-from attacker.metrics import (
-    CANDIDATES,
-    Oracle,
-    Truth,
-    assign,
-    cached_oracle,
-    chance,
-    image_scores,
-    success_rates,
-)
+from attacker.metrics import Oracle, Truth, build_truth, cached_oracle, chance, score_images, success_rates
 from attacker.model import uniform_weights
 from attacker.prior import ImageVAE, learned_prior
 from attacker.threat import THREAT_MODELS, AttackTarget, NotApplicable, PublicKnowledge, WireView
@@ -46,6 +37,11 @@ from fednas.supernet import SuperNet
 
 ATTACK_STREAM = 4
 OUTPUT = "reconstructions"
+
+
+def output_dir(run_dir: Path, threat_model: str) -> Path:
+    """``reconstructions/<threat-model>/``: each threat model keeps its own gallery and metrics."""
+    return Path(run_dir) / OUTPUT / threat_model
 
 
 def load_run_config(run_dir: Path) -> tuple[RunConfig, InterceptorConfig, dict[str, Any]]:
@@ -80,7 +76,7 @@ def wire_view(store: CaptureStore, record: CaptureRecord) -> WireView:
 
 
 class Interceptor:
-    """Attack captures of one run folder and keep its ``reconstructions/`` gallery current."""
+    """Attack captures of one run folder and keep its ``reconstructions/<threat-model>/`` gallery current."""
 
     def __init__(self, run_dir: Path, settings: InterceptorConfig | None = None,
                  log: Callable[[str], None] = print) -> None:
@@ -88,7 +84,7 @@ class Interceptor:
         cfg, stored, self.meta = load_run_config(self.run_dir)
         self.cfg, self.settings, self.log = cfg, settings or stored, log
         self.store = CaptureStore(self.run_dir / "captures", report=log)
-        self.out = self.run_dir / OUTPUT
+        self.out = output_dir(self.run_dir, self.settings.threat_model)
         self.data = load_dataset(self.meta["dataset"], self.meta["data_root"])
         self.public = public_knowledge(cfg, self.data, self.settings.attack_aux_samples)
         self.own_theta = attacker_theta(self.public)
@@ -136,33 +132,17 @@ class Interceptor:
         batches = read_alpha_batches(self.run_dir, record.server_round, record.node_id)
         if batches is None:
             return None
-        ids = [i for b in batches for i in b]
-        labels = self.data.train_labels[ids]
-        images = self.data.train_images[ids].float() / 255
-        pools = []
-        for n, (i, y) in enumerate(zip(ids, labels.tolist(), strict=True)):
-            same = (self.data.train_labels == y).nonzero().squeeze(1).numpy()
-            rng = np.random.default_rng([self.cfg.seed, i, n])
-            others = rng.choice(same[same != i], CANDIDATES - 1, replace=False)
-            pools.append(torch.cat([images[n:n + 1], self.data.train_images[others].float() / 255]))
-        return Truth(images, labels, pools)
+        return build_truth(self.data.train_images, self.data.train_labels, [i for b in batches for i in b],
+                           self.cfg.seed)
 
     def score(self, record: CaptureRecord, recon: Reconstruction) -> dict[str, Any]:
         baseline = self.public.class_means()[recon.labels]
         truth = self.truth(record)
-        rows: list[dict[str, Any]] = [{"label": int(lbl)} for lbl in recon.labels]
-        shown = [recon.images]
-        if truth is not None:
-            order = assign(recon.images, truth.images)
-            images, labels, base = recon.images[order], recon.labels[order], baseline[order]
-            attack_scores = image_scores(images, truth, self.oracle)
-            base_scores = image_scores(base, truth, self.oracle)
-            rows = [{"label": int(lbl), "true_label": int(t), "label_correct": int(lbl) == int(t), **a,
-                     "baseline": b} for lbl, t, a, b in zip(labels, truth.labels, attack_scores, base_scores,
-                                                           strict=True)]
-            shown = [images, truth.images, base]
+        if truth is None:
+            rows: list[dict[str, Any]] = [{"label": int(lbl)} for lbl in recon.labels]
+            shown = [recon.images, baseline]
         else:
-            shown.append(baseline)
+            rows, shown = score_images(recon.images, recon.labels, baseline, truth, self.oracle)
         png = f"r{record.server_round:04d}-n{record.node_id}.png"
         atomic_write_bytes(self.out / png, grid_png(shown))
         return {"png": png, "images": rows}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,6 +98,30 @@ class Truth:
     images: torch.Tensor            # float [n, C, H, W]
     labels: torch.Tensor
     candidates: Sequence[torch.Tensor]   # per true image: [CANDIDATES, C, H, W], the true image first
+
+
+def build_truth(images: torch.Tensor, labels: torch.Tensor, ids: Sequence[int], seed: int) -> Truth:
+    """Truth for samples ``ids`` of a uint8 image pool, with 99 same-class decoys each (seeded)."""
+    chosen = images[list(ids)].float() / 255
+    chosen_labels = labels[list(ids)]
+    pools = []
+    for n, (i, y) in enumerate(zip(ids, chosen_labels.tolist(), strict=True)):
+        same = (labels == y).nonzero().squeeze(1).numpy()
+        others = np.random.default_rng([seed, int(i), n]).choice(same[same != i], CANDIDATES - 1, replace=False)
+        pools.append(torch.cat([chosen[n:n + 1], images[torch.as_tensor(others)].float() / 255]))
+    return Truth(chosen, chosen_labels, pools)
+
+
+def score_images(images: torch.Tensor, labels: torch.Tensor, baseline: torch.Tensor, truth: Truth,
+                 oracle: Oracle) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+    """Per-image rows (attack and label-only baseline) and the image rows to show, in truth's order."""
+    order = assign(images, truth.images)
+    images, labels, baseline = images[order], labels[order], baseline[order]
+    attack_scores = image_scores(images, truth, oracle)
+    base_scores = image_scores(baseline, truth, oracle)
+    rows = [{"label": int(lbl), "true_label": int(t), "label_correct": int(lbl) == int(t), **a, "baseline": b}
+            for lbl, t, a, b in zip(labels, truth.labels, attack_scores, base_scores, strict=True)]
+    return rows, [images, truth.images, baseline]
 
 
 def assign(recon: torch.Tensor, truth: torch.Tensor) -> np.ndarray:

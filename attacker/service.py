@@ -9,7 +9,7 @@ The tap only writes captures to disk. The attack runs in a separate, niced proce
 * ``after-run``: the worker starts once the last round has ended and attacks every stored capture.
 
 The server marks the end of the run with ``captures/END``. The worker writes
-``reconstructions/interceptor.log``, ``report.txt`` and ``service.json``; if it crashes, the run still
+``reconstructions/<threat-model>/interceptor.log``, ``report.txt`` and ``service.json``; if it crashes, the run still
 completes and the exit code is reported.
 """
 
@@ -26,6 +26,7 @@ from typing import Any
 
 from attacker.capture import CaptureRecord
 from attacker.config import InterceptorConfig
+from attacker.interceptor import output_dir
 from fednas.storage import atomic_write_bytes, atomic_write_json
 
 NICE = 10
@@ -62,7 +63,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from attacker.interceptor import OUTPUT, Interceptor
+    from attacker.interceptor import Interceptor, output_dir
 
     try:
         os.nice(NICE)
@@ -70,7 +71,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         pass
     torch.set_num_threads(args.threads)
     settings = InterceptorConfig.model_validate_json(args.settings)
-    out = Path(args.run_dir) / OUTPUT
+    out = output_dir(Path(args.run_dir), settings.threat_model)
     out.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {"mode": settings.interceptor, "dropped": 0}
     with open(out / "interceptor.log", "a", buffering=1) as logfile:
@@ -119,6 +120,10 @@ class InterceptorService:
         stats: dict[str, Any] = {"mode": self.settings.interceptor, "submitted": self.submitted}
         try:
             atomic_write_bytes(self.run_dir / "captures" / END_MARKER, b"")
+            if self.settings.interceptor == "capture":
+                self.log(f"archleak: {self.submitted} captures stored in {self.run_dir / 'captures'}; attack them "
+                         f"with: archleak reconstruct {self.run_dir}")
+                return stats
             if self.settings.interceptor == "after-run":
                 self.log("archleak: attacking the stored captures (after-run)")
                 self._spawn()
@@ -130,10 +135,11 @@ class InterceptorService:
                     stats["timed_out"] = True
         except Exception as exc:  # noqa: BLE001 - reporting must not fail the run either
             stats["error"] = f"{exc.__class__.__name__}: {exc}"
-        out = self.run_dir / "reconstructions"
+        out = output_dir(self.run_dir, self.settings.threat_model)
         report = out / "report.txt"
         if report.exists():
-            self.log("archleak: ADRA results (see reconstructions/index.html)\n" + report.read_text())
+            self.log(f"archleak: ADRA results ({self.settings.threat_model} threat model; gallery: "
+                     f"{out / 'index.html'})\n" + report.read_text())
         else:
             self.log(f"archleak: the interceptor produced no report ({stats}); see {out / 'interceptor.log'} "
                      f"and captures/worker.stderr")

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from fednas.config import RunConfig, resolve_user_path
+from fednas.config import SECTIONS, parse_app_config, resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
+from simulations.cli_attack import bench_adra, reconstruct
 
 app = typer.Typer(help="archleak: architecture-level privacy leakage in federated NAS.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)
@@ -48,12 +49,14 @@ def show_config(
     markdown: Annotated[bool, typer.Option(help="print the run-config keys as a Markdown table")] = False,
 ) -> None:
     """The run-config keys with their defaults (as JSON, or the README's Markdown table)."""
+    defaults = parse_app_config({})
     if not markdown:
-        typer.echo(json.dumps(RunConfig().to_flower(), indent=2))
+        typer.echo(json.dumps(defaults.to_flower(), indent=2))
         return
     typer.echo("| key | default | meaning |\n|---|---|---|")
-    for name, field in RunConfig.model_fields.items():
-        typer.echo(f"| `{field.alias or name}` | `{json.dumps(field.default)}` | {field.description} |")
+    for model in SECTIONS.values():
+        for name, field in model.model_fields.items():
+            typer.echo(f"| `{field.alias or name}` | `{json.dumps(field.default)}` | {field.description} |")
 
 
 @bench_app.command("fednas")
@@ -70,6 +73,10 @@ def bench_fednas(
     if json_path:
         json_path.write_text(text + "\n")
     typer.echo(text)
+
+
+app.command("reconstruct")(reconstruct)
+bench_app.command("adra")(bench_adra)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -32,6 +32,12 @@ def mnist_or_digits(data_root: Path) -> str:
     return "digits"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Cached models (oracle, learned prior) go to a session folder, never to the user's ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative output paths of a test never reach the user's ~/archleak."""

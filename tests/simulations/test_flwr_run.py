@@ -54,9 +54,9 @@ def test_flwr_run_dot_completes_and_writes_the_run(tmp_path, data_root, mnist_or
         assert json.loads((runs[0] / "summary.json").read_text())["rounds"] == 2
         assert f"writes to {runs[0]}" in log and f"results in {runs[0]}" in log
         # the default after-run interceptor attacked every capture and wrote its gallery
-        metrics = read_jsonl(runs[0] / "reconstructions" / "metrics.jsonl")
+        metrics = read_jsonl(runs[0] / "reconstructions" / "wire" / "metrics.jsonl")
         assert len(metrics) == 4 and not any(m.get("error") for m in metrics), log[-3000:]
-        assert (runs[0] / "reconstructions" / "index.html").exists() and "ADRA results" in log
+        assert (runs[0] / "reconstructions" / "wire" / "index.html").exists() and "ADRA results" in log
     finally:
         for pid in superlinks_of(flwr_home):
             try:

@@ -1,0 +1,136 @@
+"""ADRA benchmark on MNIST test images: success under each criterion, the label-only baseline, cost.
+
+For every (threat model, B, activation, α size) the images ``indices`` go through a client's real α step
+(:func:`attacker.synthetic.client_capture`, B images per capture) under weights at round 0 or after
+``train_steps`` θ steps on public data; the interceptor's attack reconstructs them and the scoring code
+compares with the truth. Prints JSON (``archleak bench adra``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacker.adra import reconstruct_batch
+from attacker.config import AttackSettings
+from attacker.interceptor import attacker_theta, public_knowledge
+from attacker.metrics import build_truth, cached_oracle, chance, score_images, success_rates
+from attacker.prior import learned_prior
+from attacker.synthetic import client_capture
+from attacker.threat import THREAT_MODELS
+from fednas.batches import ImageSet
+from fednas.config import RunConfig, parse_run_config
+from fednas.data import load_dataset
+from fednas.federation import generator, make_model
+from fednas.search import LocalSearchConfig, local_search
+from fednas.search_space import edges_per_cell
+from fednas.storage import package_versions
+
+PAPER_TABLE1_ELU_SR = {"P=32": 0.314, "P=64": 0.360, "P=96": 0.398, "P=128": 0.421, "P=256": 0.428}
+
+
+def alpha_size_knobs(target: int, primitives: int = 8) -> dict[str, Any]:
+    """Supernet knobs for an α size: 224 is the shared default; others are per-cell (cells 3..8)."""
+    if target == 2 * edges_per_cell(4) * primitives:
+        return {"alpha-sharing": "shared", "cells": 3, "nodes": 4}
+    best = min((abs(c * edges_per_cell(n) * primitives - target), c, n) for c in range(3, 9) for n in range(1, 11))
+    return {"alpha-sharing": "per-cell", "cells": best[1], "nodes": best[2]}
+
+
+@dataclass(frozen=True)
+class Case:
+    threat: str
+    batch_size: int
+    activation: str
+    alpha_size: int
+
+
+def _weights(cfg: RunConfig, data: Any, steps: int) -> torch.nn.Module:
+    model = make_model(cfg, data, torch.device("cpu"))
+    if steps:
+        public = public_knowledge(cfg, data, 4000)
+        images = (public.aux_images * 255).round().to(torch.uint8)
+        pub = ImageSet(images, public.aux_labels, np.arange(len(images)))
+        search = LocalSearchConfig(theta_steps=steps, alpha_steps=0, theta_batch_size=32, theta_lr=0.05)
+        local_search(model, pub, pub, search, generator(cfg.seed, 7))
+    return model
+
+
+def run_case(case: Case, indices: range, settings: AttackSettings, data_root: str, train_steps: int,
+             seed: int = 0) -> dict[str, Any]:
+    knobs = {"dataset": "mnist", "data-root": data_root, "seed": seed, "activation": case.activation,
+             "alpha-batch-size": case.batch_size, **alpha_size_knobs(case.alpha_size)}
+    cfg = parse_run_config(knobs)
+    data = load_dataset("mnist", data_root)
+    model = _weights(cfg, data, train_steps)
+    public = public_knowledge(cfg, data, settings.attack_aux_samples)
+    threat = THREAT_MODELS.get(case.threat)
+    own = attacker_theta(public)
+    ids = list(indices)
+    groups = [ids[i:i + case.batch_size] for i in range(0, len(ids) - case.batch_size + 1, case.batch_size)]
+    targets, truths = [], []
+    for n, group in enumerate(groups):
+        view, _ = client_capture(model, data.test_images[group], data.test_labels[group], cfg.local_search(),
+                                 f"bench-{n}")
+        targets.append(threat(view, public, own))
+        truths.append(build_truth(data.test_images, data.test_labels, group, seed))
+    prior = learned_prior(public.aux_images, seed) if settings.attack_prior == "learned" else None
+    start = time.perf_counter()
+    recons = []
+    for i in range(0, len(targets), settings.attack_batch):
+        recons += reconstruct_batch(targets[i:i + settings.attack_batch], public, settings, prior,
+                                    torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - start
+    oracle = cached_oracle("mnist", data.train_images.float() / 255, data.train_labels, 10)
+    rows = []
+    for recon, truth in zip(recons, truths, strict=True):
+        r, _ = score_images(recon.images, recon.labels, public.class_means()[recon.labels], truth, oracle)
+        rows += r
+    attack, base = success_rates(rows), success_rates([r["baseline"] for r in rows])
+    attack["label"] = base["label"] = float(np.mean([r["label_correct"] for r in rows]))
+    return {"threat": case.threat, "batch_size": case.batch_size, "activation": case.activation,
+            "alpha_entries": model.spec.alpha_count(), "knobs": alpha_size_knobs(case.alpha_size),
+            "images": len(rows), "attack": attack, "label_only_baseline": base, "chance": chance(10),
+            "seconds_per_image": seconds / max(len(rows), 1)}
+
+
+def batched_vs_sequential(settings: AttackSettings, data_root: str, captures: int = 32,
+                          iterations: int = 5) -> dict[str, float]:
+    """Wall time of one batched reconstruction of ``captures`` against a loop over them (same work)."""
+    cfg = parse_run_config({"dataset": "mnist", "data-root": data_root})
+    data = load_dataset("mnist", data_root)
+    model = make_model(cfg, data, torch.device("cpu"))
+    public = public_knowledge(cfg, data, settings.attack_aux_samples)
+    quick = settings.model_copy(update={"attack_iterations": iterations, "attack_restarts": 1,
+                                        "attack_prior": "pixel"})
+    targets = [THREAT_MODELS.get("wire")(client_capture(model, data.test_images[i:i + 1], data.test_labels[i:i + 1],
+                                                        cfg.local_search(), f"s{i}")[0], public, {})
+               for i in range(captures)]
+    start = time.perf_counter()
+    reconstruct_batch(targets, public, quick, None, torch.Generator().manual_seed(0))
+    batched = time.perf_counter() - start
+    start = time.perf_counter()
+    for t in targets:
+        reconstruct_batch([t], public, quick, None, torch.Generator().manual_seed(0))
+    sequential = time.perf_counter() - start
+    return {"captures": captures, "iterations": iterations, "batched_s": batched, "sequential_s": sequential,
+            "speedup": sequential / batched}
+
+
+def run_adra_bench(threats: list[str], batch_sizes: list[int], activations: list[str], alpha_sizes: list[int],
+                   indices: range, settings: AttackSettings, data_root: str, train_steps: int = 0,
+                   compare_sequential: bool = False) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    cases = [Case(t, b, a, s) for t in threats for b in batch_sizes for a in activations for s in alpha_sizes]
+    out: dict[str, Any] = {"versions": package_versions(), "threads": 1, "indices": [indices.start, indices.stop],
+                           "train_steps": train_steps, "settings": settings.model_dump(by_alias=True),
+                           "paper_table1_elu_B1_sr": PAPER_TABLE1_ELU_SR, "cases": []}
+    for case in cases:
+        out["cases"].append(run_case(case, indices, settings, data_root, train_steps))
+    if compare_sequential:
+        out["batched_vs_sequential"] = batched_vs_sequential(settings, data_root)
+    return out

@@ -1,0 +1,94 @@
+"""``archleak reconstruct`` and ``archleak bench adra``: the eavesdropper from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attacker.config import AttackSettings, InterceptorConfig
+from fednas.config import ConfigError, parse_config
+
+
+def _parse_list(value: str, kind: type = str) -> list:
+    return [kind(v.strip()) for v in value.split(",") if v.strip()]
+
+
+def _settings(model: type, base: dict, overrides: list[str]) -> AttackSettings:
+    values = dict(base)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    try:
+        return parse_config(model, values)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def reconstruct(
+    target: Annotated[Path, typer.Argument(help="a run folder, or its captures/ folder")],
+    threat_model: Annotated[str | None, typer.Option(help="architecture-only or wire (default: the run's)")] = None,
+    settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Attack the stored captures of a run offline; writes reconstructions/<threat-model>/ (PNG grids, metrics, index.html)."""
+    from tqdm import tqdm
+
+    from attacker.interceptor import Interceptor, load_run_config
+
+    run_dir = target.parent if target.name == "captures" else target
+    if not (run_dir / "config.json").exists():
+        raise typer.BadParameter(f"{run_dir} is not a run folder (no config.json)")
+    _, stored, _ = load_run_config(run_dir)
+    base = stored.model_dump(by_alias=True)
+    if threat_model:
+        base["threat-model"] = threat_model
+    chosen = _settings(InterceptorConfig, base, settings)
+    interceptor = Interceptor(run_dir, chosen, log=lambda line: typer.echo(line, err=True))
+    pending = interceptor.pending()
+    typer.echo(f"{len(pending)} capture(s) to attack under the {chosen.threat_model} threat model")
+    bar = tqdm(total=len(pending) * chosen.attack_iterations, disable=not progress, unit="it")
+    interceptor.process(pending, callbacks=[lambda p: bar.update(1)])
+    bar.close()
+    typer.echo(interceptor.report())
+    typer.echo(f"gallery: {interceptor.out / 'index.html'}")
+
+
+def bench_adra(
+    threat: Annotated[str, typer.Option(help="architecture-only, wire, or both (comma list)")] = "architecture-only,wire",
+    batch_size: Annotated[str, typer.Option(help="B values, comma list")] = "1",
+    activation: Annotated[str, typer.Option(help="activations, comma list")] = "elu",
+    alpha_size: Annotated[str, typer.Option(help="α sizes, comma list (224 = shared default)")] = "224",
+    images: Annotated[int, typer.Option(help="number of MNIST test images")] = 8,
+    indices: Annotated[str, typer.Option(help="START:END of the test images (overrides --images)")] = "",
+    train_steps: Annotated[int, typer.Option(help="θ steps on public data before the capture (0: round 0)")] = 0,
+    compare_sequential: Annotated[bool, typer.Option(help="also time 32 captures batched vs a loop")] = False,
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+) -> None:
+    """ADRA success rates (each criterion, label-only baseline, chance), PSNR/SSIM and seconds per image."""
+    from fednas.data import resolve_data_root
+    from simulations.bench_adra import run_adra_bench
+
+    if indices:
+        start, _, end = indices.partition(":")
+        span = range(int(start), int(end))
+    else:
+        span = range(images)
+    threats = ["architecture-only", "wire"] if threat == "both" else _parse_list(threat)
+    chosen = _settings(AttackSettings, {}, settings)
+    root, _ = resolve_data_root(data_root)
+    figures = run_adra_bench(threats, _parse_list(batch_size, int), _parse_list(activation),
+                             _parse_list(alpha_size, int), span, chosen, str(root), train_steps, compare_sequential)
+    text = json.dumps(figures, indent=2)
+    if json_path:
+        json_path.write_text(text + "\n")
+    typer.echo(text)

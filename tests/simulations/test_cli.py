@@ -1,0 +1,64 @@
+"""Smoke tests of every ``archleak`` command (the flwr-run path has its own test)."""
+
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from simulations.cli import app
+
+runner = CliRunner()
+
+
+def test_info_reports_versions_root_and_datasets(data_root):
+    result = runner.invoke(app, ["info", "--json", "--data-root", str(data_root)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["data_root"] == str(data_root) and report["data_root_source"] == "run-config"
+    assert report["datasets"]["digits"]["present"] and "flwr" in report["versions"]
+
+
+def test_config_markdown_lists_every_section():
+    result = runner.invoke(app, ["config", "--markdown"])
+    assert result.exit_code == 0
+    assert "`num-server-rounds`" in result.output and "`threat-model`" in result.output
+
+
+def test_reconstruct_attacks_stored_captures_offline(tmp_path, data_root, mnist_or_digits):
+    from simulations.simulate import simulate
+
+    run = simulate({"dataset": mnist_or_digits, "data-root": str(data_root), "output-dir": str(tmp_path),
+                    "num-server-rounds": 1, "theta-steps": 1, "theta-batch-size": 8, "eval-samples": 16,
+                    "channels": 4, "nodes": 2, "samples-per-client": 60, "interceptor": "capture"})
+    assert not (run / "reconstructions" / "wire" / "metrics.jsonl").exists(), "capture mode must not attack"
+    result = runner.invoke(app, ["reconstruct", str(run / "captures"), "--no-progress", "--threat-model",
+                                 "architecture-only", "--set", "attack-iterations=2", "--set", "attack-prior=pixel",
+                                 "--set", "attack-restarts=1"])
+    assert result.exit_code == 0, result.output
+    assert "2 capture(s) to attack under the architecture-only threat model" in result.output
+    assert "SR (identified)" in result.output and (run / "reconstructions" / "architecture-only" / "index.html").exists()
+    again = runner.invoke(app, ["reconstruct", str(run), "--no-progress", "--threat-model", "architecture-only"])
+    assert "0 capture(s) to attack" in again.output     # done captures are not attacked twice
+
+
+def test_reconstruct_rejects_a_non_run_folder(tmp_path):
+    result = runner.invoke(app, ["reconstruct", str(tmp_path)])
+    assert result.exit_code != 0 and "not a run folder" in result.output
+
+
+def test_bench_adra_smoke(tmp_path, data_root, mnist_or_digits):
+    if mnist_or_digits != "mnist":
+        shutil.which("true")  # the benchmark is defined on MNIST test images
+        return
+    out = tmp_path / "adra.json"
+    result = runner.invoke(app, ["bench", "adra", "--threat", "wire", "--images", "1", "--data-root", str(data_root),
+                                 "--set", "attack-iterations=2", "--set", "attack-restarts=1",
+                                 "--set", "attack-prior=pixel", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    case = json.loads(out.read_text())["cases"][0]
+    assert case["threat"] == "wire" and case["images"] == 1 and "recognised" in case["label_only_baseline"]
+
+
+def test_bench_adra_rejects_bad_settings(data_root):
+    result = runner.invoke(app, ["bench", "adra", "--set", "attack-objective=l1", "--data-root", str(data_root)])
+    assert result.exit_code != 0 and "l2, cosine, whitened-l2" in result.output
