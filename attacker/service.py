@@ -93,9 +93,10 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 class InterceptorService:
     """Starts and stops the worker process; nothing here can block or fail the federation."""
 
-    def __init__(self, run_dir: Path, settings: InterceptorConfig, log: Callable[[str], None] = print,
-                 threads: int = 1) -> None:
-        self.run_dir, self.settings, self.log, self.threads = Path(run_dir), settings, log, threads
+    def __init__(self, run_dir: Path, settings: InterceptorConfig, log: Callable[[str], None] = print) -> None:
+        self.run_dir, self.settings, self.log = Path(run_dir), settings, log
+        # live shares the machine with training: one thread; after-run has the machine to itself
+        self.threads = 1 if settings.interceptor == "live" else (os.cpu_count() or 1)
         self.worker: subprocess.Popen[bytes] | None = None
         self.submitted = 0
 

@@ -1,4 +1,5 @@
-"""The attack's fast path computes the same function (and the same second derivatives) as the supernet."""
+"""The attack's fast path computes the same function (and the same second derivatives) as the supernet,
+for one model and for several models with different weights evaluated together."""
 
 import pytest
 import torch
@@ -8,31 +9,54 @@ from attacker.fastnet import FastSuperNet, avg_pool_3x3
 from fednas.search_space import SupernetSpec
 from fednas.supernet import build_supernet
 
-
-@pytest.mark.parametrize("kw", [
+CASES = [
     {},
     {"activation": "tanh", "alpha_sharing": "per-cell", "cells": 4, "nodes": 3},
     {"activation": "sigmoid", "batchnorm": True, "stem_stride": 1},
     {"activation": "relu", "in_channels": 3, "image_size": 32},
-])
-def test_fast_path_matches_the_reference(kw):
+]
+
+
+def nets(spec, count):
+    out = []
+    for seed in range(count):
+        net = build_supernet(spec, (0.5,) * spec.in_channels, (0.25,) * spec.in_channels,
+                             torch.Generator().manual_seed(seed))
+        out.append(net.requires_grad_(False))
+    return out
+
+
+@pytest.mark.parametrize("kw", CASES)
+@pytest.mark.parametrize("models", [1, 3])
+def test_fast_path_matches_the_reference(kw, models):
     spec = SupernetSpec(channels=4, **kw)
-    ref = build_supernet(spec, (0.5,) * spec.in_channels, (0.25,) * spec.in_channels,
-                         torch.Generator().manual_seed(0))
-    ref.requires_grad_(False)
-    fast = FastSuperNet(ref)
-    n = 3
-    x = torch.rand(n, spec.in_channels, spec.image_size, spec.image_size, requires_grad=True)
-    alphas = {g: a.detach().expand(n, *a.shape).clone().requires_grad_() for g, a in ref.alphas.items()}
-    y = torch.tensor([1, 2, 3])
+    if spec.batchnorm and models > 1:
+        pytest.skip("BatchNorm supernets are evaluated one model at a time")
+    refs = nets(spec, models)
+    fast = FastSuperNet(refs)
+    n = 2
+    g0 = torch.Generator().manual_seed(1)
+    x = torch.rand(models * n, spec.in_channels, spec.image_size, spec.image_size, generator=g0).requires_grad_()
+    alphas = {g: (a.detach() + 0.1 * torch.randn(models * n, *a.shape, generator=g0)).requires_grad_()
+              for g, a in refs[0].alphas.items()}
+    y = torch.arange(models * n) % 10
+
+    def reference(x, alphas):
+        return torch.cat([ref(x[r * n:(r + 1) * n], {g: a[r * n:(r + 1) * n] for g, a in alphas.items()})
+                          for r, ref in enumerate(refs)])
 
     def second_order(net):
         grads = torch.autograd.grad(F.cross_entropy(net(x, alphas), y), list(alphas.values()), create_graph=True)
         return torch.autograd.grad(sum((g ** 2).sum() for g in grads), x)[0]
 
-    torch.testing.assert_close(fast(x, alphas), ref(x, alphas), rtol=1e-5, atol=1e-5)
-    a, b = second_order(fast), second_order(ref)
+    torch.testing.assert_close(fast(x, alphas), reference(x, alphas), rtol=1e-5, atol=1e-5)
+    a, b = second_order(fast), second_order(reference)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
+
+
+def test_models_must_share_a_spec():
+    with pytest.raises(ValueError, match="one spec"):
+        FastSuperNet(nets(SupernetSpec(channels=4), 1) + nets(SupernetSpec(channels=6), 1))
 
 
 @pytest.mark.parametrize("stride,size", [(1, 7), (2, 8), (2, 7)])
