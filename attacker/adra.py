@@ -93,7 +93,7 @@ def reconstruct_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, 
     first = targets[0]
     if any(t.theta_key != first.theta_key or t.rule != first.rule for t in targets):
         raise ValueError("reconstruct_batch needs captures that share weights and update rule")
-    model = attack_model(public.spec, public.mean, public.std, first.theta, fast=settings.attack_fused)
+    model = attack_model(public.spec, public.mean, public.std, first.theta, fast=settings.attack_fast)
     groups = list(public.spec.alpha_groups())
     rule, restarts, n_cap = first.rule, settings.attack_restarts, len(targets)
     per_capture = rule.steps * rule.batch_size
@@ -146,7 +146,7 @@ def _optimise(variables: list[torch.Tensor], losses: Callable[[], tuple[torch.Te
               settings: AttackSettings, rows: int, callbacks: Sequence[ProgressCallback]) -> None:
     iterations = settings.attack_iterations
     if settings.attack_optimizer == "lbfgs":
-        opt = torch.optim.LBFGS(variables, lr=settings.attack_lr, max_iter=iterations, max_eval=iterations,
+        opt = torch.optim.LBFGS(variables, lr=settings.step_size(), max_iter=iterations, max_eval=iterations,
                                 history_size=20, line_search_fn="strong_wolfe")
         count = [0]
 
@@ -162,7 +162,7 @@ def _optimise(variables: list[torch.Tensor], losses: Callable[[], tuple[torch.Te
 
         opt.step(closure)
         return
-    opt = torch.optim.Adam(variables, lr=settings.attack_lr)
+    opt = torch.optim.Adam(variables, lr=settings.step_size())
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(iterations * f) for f in (0.5, 0.75, 0.9)], 0.3)
     for it in range(iterations):
         opt.zero_grad()

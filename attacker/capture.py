@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fednas.storage import CorruptFile, load_tensors, save_tensors
+from fednas.storage import CorruptFile, append_record, load_tensors, save_tensors
 
 SCHEMA_VERSION = 1
 Scalar = int | float | str | bool
@@ -91,15 +90,8 @@ class CaptureStore:
         return digest
 
     def append(self, record: CaptureRecord) -> None:
-        """Append one record with a single ``write`` on an O_APPEND descriptor."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        line = (record.model_dump_json() + "\n").encode()
-        fd = os.open(self.index, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Append one record (a single write on an O_APPEND descriptor)."""
+        append_record(self.index, record.model_dump_json())
 
     def records(self) -> Iterator[CaptureRecord]:
         """Every readable record, in order; unreadable lines are reported and skipped."""

@@ -12,6 +12,7 @@ from fednas.config import register_section
 from fednas.search import kebab
 
 InterceptorMode = Literal["off", "capture", "live", "after-run"]
+ATTACK_LR_PRESETS = {"adam": 0.05, "lbfgs": 1.0}
 
 
 class AttackSettings(BaseModel):
@@ -31,17 +32,28 @@ class AttackSettings(BaseModel):
     attack_label: Literal["match", "joint"] = Field(
         "match", description="label recovery: 'match' (nearest class gradient, then fixed) or 'joint' "
                              "(soft labels optimised with the images, as in the paper)")
-    attack_optimizer: Literal["adam", "lbfgs"] = Field("adam", description="'adam' or 'lbfgs'")
-    attack_iterations: int = Field(200, ge=1, description="optimisation iterations per reconstruction")
-    attack_lr: float = Field(0.05, gt=0, description="step size (Adam) / initial step (L-BFGS)")
-    attack_restarts: int = Field(2, ge=1, description="random restarts; the best gradient match is kept")
+    attack_optimizer: Literal["adam", "lbfgs"] = Field(
+        "lbfgs", description="'lbfgs' (few evaluations in the prior's low-dimensional latent space) or 'adam'")
+    attack_iterations: int = Field(40, ge=1, description="iterations (Adam steps, or L-BFGS function evaluations)")
+    attack_lr: float = Field(-1.0, description="step size; -1: the optimizer's preset (adam 0.05, lbfgs 1.0)")
+    attack_restarts: int = Field(1, ge=1, description="random restarts; the best gradient match is kept")
     attack_denoise: bool = Field(False, description="the paper's denoising: pixels above attack-kappa set to 0")
     attack_kappa: float = Field(245 / 255, gt=0, le=1, description="denoising threshold κ")
     attack_batch: int = Field(16, ge=1, description="captures reconstructed together in one batched optimisation")
     attack_aux_samples: int = Field(2000, ge=10, description="public population images the attacker uses "
                                                              "(class means, label templates, prior)")
-    attack_fused: bool = Field(True, description="fast path: shared activations, fused dilated convolutions, "
+    attack_fast: bool = Field(True, description="fast path: shared activations, fused dilated convolutions, "
                                                  "sliced average pooling (the same function, tested to 1e-5)")
+
+    @field_validator("attack_lr")
+    @classmethod
+    def _lr_or_preset(cls, value: float) -> float:
+        if value <= 0 and value != -1:
+            raise ValueError("must be > 0, or -1 for the optimizer's preset")
+        return value
+
+    def step_size(self) -> float:
+        return ATTACK_LR_PRESETS[self.attack_optimizer] if self.attack_lr == -1 else self.attack_lr
 
     @field_validator("threat_model")
     @classmethod

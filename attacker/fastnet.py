@@ -154,7 +154,7 @@ class FastCell:
         for _ in range(self.nodes):
             node = None
             for j, (h, a) in enumerate(zip(states, acts, strict=True)):
-                n, ch, hh, ww = h.shape
+                n = h.shape[0]
                 for k, fn in self.edges[offset + j]:
                     w = weights[..., offset + j, k]
                     out = fn(h, a)

@@ -32,7 +32,7 @@ from fednas.evaluation_log import read_alpha_batches
 from fednas.federation import derive_seed, generator, supernet_spec
 from fednas.partition import population_indices
 from fednas.state import export_state, split_state
-from fednas.storage import append_jsonl, atomic_write_bytes, read_jsonl
+from fednas.storage import append_record, atomic_write_bytes, read_jsonl
 from fednas.supernet import SuperNet
 
 ATTACK_STREAM = 4
@@ -67,6 +67,23 @@ def attacker_theta(public: PublicKnowledge) -> dict[str, torch.Tensor]:
     uniform_weights(model, -0.25, 0.25, generator(public.seed, ATTACK_STREAM))
     _, theta = split_state(export_state(model))
     return theta
+
+
+def _balanced(groups: list[list[Any]], k: int, n: int) -> list[list[Any]]:
+    """The k-th of n parts of ``groups``, largest first onto the lightest part (deterministic); groups are
+    halved while there are fewer groups than parts, so that every part gets work."""
+    groups = [list(g) for g in groups if g]
+    while 0 < len(groups) < n and max(len(g) for g in groups) > 1:
+        big = max(groups, key=len)
+        groups.remove(big)
+        groups += [big[: len(big) // 2], big[len(big) // 2:]]
+    loads = [0] * n
+    parts: list[list[list[Any]]] = [[] for _ in range(n)]
+    for group in sorted(groups, key=len, reverse=True):
+        lightest = loads.index(min(loads))
+        parts[lightest].append(group)
+        loads[lightest] += len(group)
+    return parts[k]
 
 
 def wire_view(store: CaptureStore, record: CaptureRecord) -> WireView:
@@ -162,18 +179,24 @@ class Interceptor:
 
     def _record_failure(self, record: CaptureRecord, error: str) -> None:
         self.log(f"archleak interceptor: capture {record.capture_id}: {error}")
-        append_jsonl(self.out / "metrics.jsonl", {**self._base_record(record), "error": error, "images": []})
+        append_record(self.out / "metrics.jsonl", {**self._base_record(record), "error": error, "images": []})
 
-    def process(self, records: Sequence[CaptureRecord],
-                callbacks: Sequence[Callable[[Progress], None]] = ()) -> int:
-        """Attack, score and record ``records``; returns how many were attacked."""
+    def process(self, records: Sequence[CaptureRecord], callbacks: Sequence[Callable[[Progress], None]] = (),
+                shard: tuple[int, int] = (0, 1)) -> int:
+        """Attack, score and record ``records`` (``shard=(k, n)``: only the k-th of n balanced parts, by
+        groups of captures that share weights); returns how many were attacked."""
         by_id = {r.capture_id: r for r in records}
-        groups: dict[tuple[str, Any], list[AttackTarget]] = {}
-        for target in self.targets(records):
-            groups.setdefault((target.theta_key, target.rule), []).append(target)
+        by_weights: dict[tuple[str, Any], list[CaptureRecord]] = {}
+        for record in sorted(records, key=lambda r: (r.server_round, r.node_id)):
+            by_weights.setdefault(self._group_key(record), []).append(record)
+        mine = _balanced(list(by_weights.values()), *shard)
+        targets = self.targets([r for group in mine for r in group])
+        grouped: dict[tuple[str, Any], list[AttackTarget]] = {}
+        for target in targets:
+            grouped.setdefault((target.theta_key, target.rule), []).append(target)
         size = 1 if self.public.spec.batchnorm else self.settings.attack_batch
         attacked = 0
-        for group in groups.values():
+        for group in grouped.values():
             for start in range(0, len(group), size):
                 chunk = group[start:start + size]
                 try:
@@ -188,11 +211,15 @@ class Interceptor:
                     record = by_id[recon.capture_id]
                     line = {**self._base_record(record), **self.score(record, recon),
                             "match_loss": recon.match_loss, "seconds_per_image": recon.seconds / len(recon.images)}
-                    append_jsonl(self.out / "metrics.jsonl", line)
+                    append_record(self.out / "metrics.jsonl", line)
                 attacked += len(recons)
                 self.stats["attacked"] += len(recons)
                 self.refresh()
         return attacked
+
+    def _group_key(self, record: CaptureRecord) -> tuple[str, Any]:
+        """Captures attacked with the same weights: one group under architecture-only, a broadcast under wire."""
+        return ("attacker", None) if self.settings.threat_model == "architecture-only" else (record.broadcast_blob, None)
 
     def summary(self) -> dict[str, Any]:
         lines = [r for r in read_jsonl(self.out / "metrics.jsonl") if not r.get("error")]

@@ -16,6 +16,7 @@ completes and the exit code is reported.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--settings", required=True, help="InterceptorConfig as JSON")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shard", type=int, default=0, help="this worker's part (after-run)")
+    parser.add_argument("--shards", type=int, default=1, help="how many workers share the captures")
     parser.add_argument("--poll", type=float, default=1.0)
     args = parser.parse_args(argv)
     import torch
@@ -82,11 +85,11 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         if settings.interceptor == "live":
             _follow(interceptor, settings.interceptor_queue, stats, args.poll, log)
         else:
-            interceptor.process(interceptor.pending())
+            interceptor.process(interceptor.pending(), shard=(args.shard, args.shards))
         stats.update(interceptor.stats)
         atomic_write_bytes(out / "report.txt", (interceptor.report() + "\n").encode())
-        atomic_write_json(out / "service.json", stats)
-        log("done")
+        atomic_write_json(out / f"service-{args.shard}.json", stats)
+        log(f"done (part {args.shard + 1} of {args.shards})")
     return 0
 
 
@@ -95,17 +98,19 @@ class InterceptorService:
 
     def __init__(self, run_dir: Path, settings: InterceptorConfig, log: Callable[[str], None] = print) -> None:
         self.run_dir, self.settings, self.log = Path(run_dir), settings, log
-        # live shares the machine with training: one thread; after-run has the machine to itself
-        self.threads = 1 if settings.interceptor == "live" else (os.cpu_count() or 1)
-        self.worker: subprocess.Popen[bytes] | None = None
+        # live shares the machine with training: one worker; after-run: one single-threaded worker per core
+        # (the attack's tensors are small: processes scale, threads do not)
+        self.shards = 1 if settings.interceptor == "live" else (os.cpu_count() or 1)
+        self.workers: list[subprocess.Popen[bytes]] = []
         self.submitted = 0
 
     def _spawn(self) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        cmd = [sys.executable, "-m", "attacker.service", str(self.run_dir), "--settings",
-               self.settings.model_dump_json(), "--threads", str(self.threads)]
-        errors = open(self.run_dir / "captures" / "worker.stderr", "ab")  # noqa: SIM115 (owned by the child)
-        self.worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        for shard in range(self.shards):
+            cmd = [sys.executable, "-m", "attacker.service", str(self.run_dir), "--settings",
+                   self.settings.model_dump_json(), "--shard", str(shard), "--shards", str(self.shards)]
+            errors = open(self.run_dir / "captures" / f"worker-{shard}.stderr", "ab")  # noqa: SIM115 (child's)
+            self.workers.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors))
 
     def start(self) -> None:
         (self.run_dir / "captures").mkdir(parents=True, exist_ok=True)
@@ -128,15 +133,22 @@ class InterceptorService:
             if self.settings.interceptor == "after-run":
                 self.log("archleak: attacking the stored captures (after-run)")
                 self._spawn()
-            if self.worker is not None:
+            deadline = time.monotonic() + timeout_s
+            codes = []
+            for worker in self.workers:
                 try:
-                    stats["exit_code"] = self.worker.wait(timeout_s)
+                    codes.append(worker.wait(max(deadline - time.monotonic(), 0.1)))
                 except subprocess.TimeoutExpired:
-                    self.worker.kill()
+                    worker.kill()
                     stats["timed_out"] = True
+            stats["exit_codes"] = codes
         except Exception as exc:  # noqa: BLE001 - reporting must not fail the run either
             stats["error"] = f"{exc.__class__.__name__}: {exc}"
         out = output_dir(self.run_dir, self.settings.threat_model)
+        parts = [json.loads(p.read_text()) for p in sorted(out.glob("service-*.json"))]
+        for key in ("attacked", "failed", "not_applicable", "dropped"):
+            stats[key] = sum(int(p.get(key, 0)) for p in parts)
+        atomic_write_json(out / "service.json", stats)
         report = out / "report.txt"
         if report.exists():
             self.log(f"archleak: ADRA results ({self.settings.threat_model} threat model; gallery: "

@@ -55,6 +55,20 @@ def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
+def append_record(path: Path, record: Mapping[str, Any] | str) -> None:
+    """Append one JSON line with a single ``write`` on an O_APPEND descriptor: safe for concurrent writers
+    (several processes appending to one log) and cheap for long logs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = record if isinstance(record, str) else json.dumps(record)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (text + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     """Append by rewriting atomically (files here are small; a crash never leaves a torn line)."""
     write_jsonl(path, [*read_jsonl(path), record])
