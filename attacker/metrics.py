@@ -21,10 +21,10 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from attacker.prior import cache_dir, images_hash, seeded_init
-from fednas.storage import CorruptFile, load_tensors, save_tensors
+from attacker.prior import cache_dir, cached_module, images_hash, seeded_init
 
-ORACLE_VERSION = 1
+ORACLE_VERSION = 2
+ORACLE_IMAGES = 20000
 CANDIDATES = 100
 CRITERIA = ("recognised", "identified", "ssim>=0.5")
 
@@ -75,20 +75,16 @@ def train_oracle(images: torch.Tensor, labels: torch.Tensor, classes: int, seed:
 
 
 def cached_oracle(dataset: str, images: torch.Tensor, labels: torch.Tensor, classes: int) -> Oracle:
-    """The oracle for this dataset's train split, trained on first use (safetensors cache)."""
+    """The oracle for this dataset's train split (its first ORACLE_IMAGES images, 2 epochs: 97% on MNIST's
+    test split), trained on first use and cached as safetensors."""
+    images, labels = images[:ORACLE_IMAGES], labels[:ORACLE_IMAGES]
     key = images_hash(images[:2000], dataset, ORACLE_VERSION, len(images), classes)
-    path = cache_dir() / f"oracle-{dataset}-{key}.safetensors"
-    if path.exists():
-        try:
-            tensors, _ = load_tensors(path)
-            model = Oracle(images.shape[1], images.shape[-1], classes)
-            model.load_state_dict(tensors)
-            return model.eval()
-        except (CorruptFile, RuntimeError):
-            path.unlink(missing_ok=True)
-    model = train_oracle(images, labels, classes)
-    save_tensors(path, model.state_dict(), {"kind": "oracle", "dataset": dataset, "version": ORACLE_VERSION})
-    return model
+    module = cached_module(cache_dir() / f"oracle-{dataset}-{key}.safetensors",
+                           lambda: Oracle(images.shape[1], images.shape[-1], classes),
+                           lambda: train_oracle(images, labels, classes),
+                           {"kind": "oracle", "dataset": dataset, "version": ORACLE_VERSION})
+    assert isinstance(module, Oracle)
+    return module
 
 
 @dataclass(frozen=True)

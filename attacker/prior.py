@@ -7,8 +7,11 @@ prior finds plausible. Weights are cached as safetensors under ``$XDG_CACHE_HOME
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -23,6 +26,35 @@ PRIOR_VERSION = 1
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "archleak" / "models"
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock beside a cache file, so parallel workers train a model once and the others wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_module(path: Path, build: Callable[[], nn.Module], train: Callable[[], nn.Module],
+                  meta: dict[str, object]) -> nn.Module:
+    """Load ``path`` (safetensors) into ``build()``, or ``train()`` and save; damaged files are retrained."""
+    with cache_lock(path):
+        if path.exists():
+            try:
+                tensors, _ = load_tensors(path)
+                module = build()
+                module.load_state_dict(tensors)
+                return module.eval().requires_grad_(False)
+            except (CorruptFile, RuntimeError):
+                path.unlink(missing_ok=True)
+        module = train()
+        save_tensors(path, module.state_dict(), meta)
+        return module.eval().requires_grad_(False)
 
 
 def images_hash(images: torch.Tensor, *extra: object) -> str:
@@ -93,18 +125,10 @@ def learned_prior(images: torch.Tensor, seed: int, latent: int = 32, epochs: int
     """The cached VAE for these public images, trained on first use."""
     key = images_hash(images, PRIOR_VERSION, latent, epochs, seed)
     path = (folder or cache_dir()) / f"prior-{key}.safetensors"
-    if path.exists():
-        try:
-            tensors, _ = load_tensors(path)
-            vae = ImageVAE(images.shape[1], images.shape[-1], latent)
-            vae.load_state_dict(tensors)
-            vae.eval()
-            for p in vae.parameters():
-                p.requires_grad_(False)
-            return vae
-        except (CorruptFile, RuntimeError):
-            path.unlink(missing_ok=True)  # damaged cache: train again
-    vae = train_vae(images, torch.Generator().manual_seed(seed), latent, epochs)
-    save_tensors(path, vae.state_dict(), {"kind": "image-vae", "version": PRIOR_VERSION, "latent": latent,
-                                          "epochs": epochs, "seed": seed, "images": len(images)})
-    return vae
+    module = cached_module(
+        path, lambda: ImageVAE(images.shape[1], images.shape[-1], latent),
+        lambda: train_vae(images, torch.Generator().manual_seed(seed), latent, epochs),
+        {"kind": "image-vae", "version": PRIOR_VERSION, "latent": latent, "epochs": epochs, "seed": seed,
+         "images": len(images)})
+    assert isinstance(module, ImageVAE)
+    return module
