@@ -121,11 +121,20 @@ def batched_vs_sequential(settings: AttackSettings, data_root: str, captures: in
             "speedup": sequential / batched}
 
 
-def run_adra_bench(threats: list[str], batch_sizes: list[int], activations: list[str], alpha_sizes: list[int],
-                   indices: range, settings: AttackSettings, data_root: str, train_steps: int = 0,
-                   compare_sequential: bool = False) -> dict[str, Any]:
+def cases_for(threats: list[str], batch_sizes: list[int], activations: list[str], alpha_sizes: list[int],
+              sweep: bool) -> list[Case]:
+    """Every combination, or (``sweep``) one factor at a time around the first value of each list."""
+    if not sweep:
+        return [Case(t, b, a, s) for t in threats for b in batch_sizes for a in activations for s in alpha_sizes]
+    b0, a0, s0 = batch_sizes[0], activations[0], alpha_sizes[0]
+    points = ([(b, a0, s0) for b in batch_sizes] + [(b0, a, s0) for a in activations[1:]]
+              + [(b0, a0, s) for s in alpha_sizes[1:]])
+    return [Case(t, b, a, s) for t in threats for b, a, s in points]
+
+
+def run_adra_bench(cases: list[Case], indices: range, settings: AttackSettings, data_root: str,
+                   train_steps: int = 0, compare_sequential: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
-    cases = [Case(t, b, a, s) for t in threats for b in batch_sizes for a in activations for s in alpha_sizes]
     out: dict[str, Any] = {"versions": package_versions(), "threads": 1, "indices": [indices.start, indices.stop],
                            "train_steps": train_steps, "settings": settings.model_dump(by_alias=True),
                            "paper_table1_elu_B1_sr": PAPER_TABLE1_ELU_SR, "cases": []}

@@ -75,6 +75,23 @@ def bench_fednas(
     typer.echo(text)
 
 
+@bench_app.command("interceptor")
+def bench_interceptor(
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    clients: Annotated[int, typer.Option(help="simulated clients")] = 4,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 3,
+) -> None:
+    """Per-round cost of the tap and of a live attacker; extra wall time of the after-run attack."""
+    from simulations.bench_interceptor import run_interceptor_bench
+
+    figures = run_interceptor_bench(data_root, clients, rounds)
+    text = json.dumps(figures, indent=2)
+    if json_path:
+        json_path.write_text(text + "\n")
+    typer.echo(text)
+
+
 app.command("reconstruct")(reconstruct)
 bench_app.command("adra")(bench_adra)
 

@@ -70,13 +70,14 @@ def bench_adra(
     indices: Annotated[str, typer.Option(help="START:END of the test images (overrides --images)")] = "",
     train_steps: Annotated[int, typer.Option(help="θ steps on public data before the capture (0: round 0)")] = 0,
     compare_sequential: Annotated[bool, typer.Option(help="also time 32 captures batched vs a loop")] = False,
+    sweep: Annotated[bool, typer.Option(help="vary one factor at a time around the first value of each list")] = False,
     data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
     settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
 ) -> None:
     """ADRA success rates (each criterion, label-only baseline, chance), PSNR/SSIM and seconds per image."""
     from fednas.data import resolve_data_root
-    from simulations.bench_adra import run_adra_bench
+    from simulations.bench_adra import cases_for, run_adra_bench
 
     if indices:
         start, _, end = indices.partition(":")
@@ -86,8 +87,9 @@ def bench_adra(
     threats = ["architecture-only", "wire"] if threat == "both" else _parse_list(threat)
     chosen = _settings(AttackSettings, {}, settings)
     root, _ = resolve_data_root(data_root)
-    figures = run_adra_bench(threats, _parse_list(batch_size, int), _parse_list(activation),
-                             _parse_list(alpha_size, int), span, chosen, str(root), train_steps, compare_sequential)
+    cases = cases_for(threats, _parse_list(batch_size, int), _parse_list(activation), _parse_list(alpha_size, int),
+                      sweep)
+    figures = run_adra_bench(cases, span, chosen, str(root), train_steps, compare_sequential)
     text = json.dumps(figures, indent=2)
     if json_path:
         json_path.write_text(text + "\n")
