@@ -52,8 +52,9 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     summary = run.finish()
     if service is not None:
         assert isinstance(grid, TappedGrid)
-        say(f"archleak: tap stored {grid.stats.captures} captures in {grid.stats.seconds:.2f}s "
-            f"({grid.stats.errors} errors)")
+        stats = grid.close()
+        say(f"archleak: tap stored {stats.captures} captures ({stats.errors} errors); "
+            f"{stats.hot_path_s:.3f}s on the training path, {stats.writer_s:.2f}s in its writer thread")
         summary["interceptor"] = service.finish()
     return summary
 
