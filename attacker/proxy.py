@@ -25,6 +25,7 @@ from typing import Any
 
 import h11
 
+from attacker.deployed import DeployedRuns
 from attacker.wire import WireObserver
 from fednas.storage import atomic_write_json
 
@@ -39,6 +40,7 @@ class ProxyStats:
     bytes_down: int = 0
     dropped_chunks: int = 0
     unparsable_connections: int = 0
+    truncated_exchanges: int = 0
     exchanges: int = 0
     started: float = field(default_factory=time.time)
 
@@ -148,6 +150,8 @@ class Parser:
                 if direction == "close":
                     with self.lock:
                         self.mirrors.pop(conn, None)
+                    if mirror is not None and mirror.request is not None:
+                        self.stats.truncated_exchanges += 1   # closed mid-exchange: nothing to rebuild
                 continue
             try:
                 (mirror.up if direction == "up" else mirror.down)(data)
@@ -164,14 +168,18 @@ class InterceptProxy:
     """``listen`` → ``upstream`` relay; captures go to ``<captures>/<run-id>/captures``."""
 
     def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], captures: Path,
-                 on_capture: Callable[[Path, Any], None] | None = None, log: Callable[[str], None] = print,
+                 attacker: DeployedRuns | None = None, log: Callable[[str], None] = print,
                  max_queue: int = 4096, max_cache_bytes: int = 512 * 2**20) -> None:
         self.listen, self.upstream, self.captures, self.log = listen, upstream, Path(captures), log
+        self.attacker = attacker
         self.stats = ProxyStats()
-        self.observer = WireObserver(self.captures, max_cache_bytes, on_capture, log)
+        self.observer = WireObserver(self.captures, max_cache_bytes, log=log,
+                                     on_capture=attacker.on_capture if attacker else None,
+                                     on_run=attacker.on_run if attacker else None)
         self.parser = Parser(self.observer, self.stats, log, max_queue)
         self._ids = itertools.count(1)
         self._tls_warned = False
+        self._open: set[asyncio.StreamWriter] = set()
         self.server: asyncio.base_events.Server | None = None
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, conn: int, direction: str,
@@ -208,6 +216,7 @@ class InterceptProxy:
             self.log(f"archleak proxy: upstream {self.upstream} unreachable: {exc}")
             writer.close()
             return
+        self._open.update((writer, up_writer))
         first = await reader.read(65536)
         tls = bool(first) and first[0] == TLS_HANDSHAKE
         if tls:
@@ -219,6 +228,7 @@ class InterceptProxy:
         await asyncio.gather(self._pump(reader, up_writer, conn, "up", first, parse=not tls),
                              self._pump(up_reader, writer, conn, "down", parse=not tls))
         self.parser.offer(conn, "close", b"")
+        self._open.difference_update((writer, up_writer))
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, *self.listen)
@@ -226,15 +236,18 @@ class InterceptProxy:
                  f"{self.upstream[0]}:{self.upstream[1]}; captures under {self.captures}")
 
     async def stop(self) -> dict[str, Any]:
+        """Stop listening, finish parsing, then let the attacker finish its runs (after-run attacks now)."""
         if self.server is not None:
             self.server.close()
-            await self.server.wait_closed()
+        for w in list(self._open):
+            w.close()
         await asyncio.to_thread(self.parser.close)
-        return self.report()
+        attacks = await asyncio.to_thread(self.attacker.finish) if self.attacker else {}
+        return self.report(attacks)
 
-    def report(self) -> dict[str, Any]:
-        out = {"proxy": self.stats.__dict__, "wire": self.observer.summary(),
-               "inspectable": self.stats.tls_connections == 0}
+    def report(self, attacks: dict[str, Any] | None = None) -> dict[str, Any]:
+        out = {"proxy": dict(self.stats.__dict__), "wire": self.observer.summary(),
+               "inspectable": self.stats.tls_connections == 0, "attacks": attacks or {}}
         self.captures.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.captures / "proxy.json", out)
         return out
@@ -252,7 +265,8 @@ def summary_line(report: dict[str, Any]) -> str:
     verdict = "" if report["inspectable"] else "; TLS: traffic could not be inspected"
     return (f"archleak proxy: {proxy['connections']} connections ({proxy['tls_connections']} TLS), "
             f"{proxy['exchanges']} HTTP exchanges, {wire['captures']} captures, "
-            f"{wire['undecodable']} undecodable bodies, {proxy['dropped_chunks']} dropped chunks{verdict}")
+            f"{wire['undecodable']} undecodable bodies, {wire['unknown_paths']} unknown paths, "
+            f"{proxy['dropped_chunks']} dropped chunks{verdict}")
 
 
 def dumps(report: dict[str, Any]) -> str:

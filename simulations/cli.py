@@ -12,10 +12,14 @@ from fednas.config import SECTIONS, parse_app_config, resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
 from simulations.cli_attack import bench_adra, reconstruct
+from simulations.cli_deploy import deploy_certs, deploy_local, deploy_submit, intercept
 
 app = typer.Typer(help="archleak: architecture-level privacy leakage in federated NAS.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)
+deploy_app = typer.Typer(help="Deployment-engine topologies (SuperLink, SuperNodes, on-path interceptor).",
+                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(deploy_app, name="deploy")
 
 
 @app.command()
@@ -94,7 +98,15 @@ def bench_interceptor(
 
 app.command("reconstruct")(reconstruct)
 bench_app.command("adra")(bench_adra)
+app.command("intercept")(intercept)
+deploy_app.command("local")(deploy_local)
+deploy_app.command("submit")(deploy_submit)
+deploy_app.command("certs")(deploy_certs)
 
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m simulations.cli`` (used by the local launcher)
+    main()

@@ -1,0 +1,146 @@
+"""``archleak intercept`` (the on-path proxy) and ``archleak deploy local`` (the compose topology as processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attacker.config import InterceptorConfig
+from fednas.config import resolve_user_path
+from simulations.cli_attack import _settings
+
+PROXY_MODES = ("capture", "live", "after-run")
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+def _toml_pairs(items: list[str]) -> dict:
+    import tomllib
+
+    out: dict = {}
+    for item in items:
+        try:
+            out.update(tomllib.loads(item))
+        except tomllib.TOMLDecodeError as exc:
+            raise typer.BadParameter(f"--run-config expects key=value in TOML, got {item!r} ({exc})") from None
+    return out
+
+
+def run_proxy(listen: str, upstream: str, captures: Path, settings: InterceptorConfig,
+              log=print) -> dict:
+    """Relay until SIGINT/SIGTERM, then let the attacker finish; returns the proxy report."""
+    from attacker.deployed import DeployedRuns
+    from attacker.proxy import InterceptProxy, parse_address, summary_line
+
+    async def main() -> dict:
+        proxy = InterceptProxy(parse_address(listen), parse_address(upstream), captures,
+                               attacker=DeployedRuns(captures, settings, log=log), log=log)
+        await proxy.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log("archleak proxy: stopping; finishing the attacks on what was captured")
+        report = await proxy.stop()
+        log(summary_line(report))
+        return report
+
+    return asyncio.run(main())
+
+
+def intercept(
+    listen: Annotated[str, typer.Option(help="HOST:PORT the SuperNodes connect to (host defaults to 127.0.0.1)")] = "127.0.0.1:9099",
+    upstream: Annotated[str, typer.Option(help="the SuperLink's HOST:PORT (its Fleet HTTP API)")] = "127.0.0.1:8000",
+    captures: Annotated[str, typer.Option(help="folder for <run-id>/captures, reconstructions and gallery "
+                                               "(relative: under $ARCHLEAK_HOME, else ~/archleak)")] = "intercepted",
+    attack: Annotated[str, typer.Option(help="capture (store only), live (attack while the run goes on), "
+                                             "after-run (attack when the proxy stops)")] = "live",
+    threat_model: Annotated[str, typer.Option(help="architecture-only or wire")] = "wire",
+    settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
+) -> None:
+    """A transparent on-path proxy between SuperNodes and SuperLink: relays every byte unchanged, rebuilds the
+    messages it sees into captures and attacks them. Stop it with Ctrl-C; it then reports what it saw."""
+    if attack not in PROXY_MODES:
+        raise typer.BadParameter(f"--attack must be one of {', '.join(PROXY_MODES)}, got {attack!r}")
+    chosen = _settings(InterceptorConfig, {"interceptor": attack, "threat-model": threat_model}, settings)
+    folder = resolve_user_path(captures)
+    report = run_proxy(listen, upstream, folder, chosen, log=lambda line: typer.echo(line, err=True))
+    typer.echo(json.dumps({"captures": str(folder), "wire": report["wire"], "proxy": report["proxy"],
+                           "inspectable": report["inspectable"]}, indent=2))
+
+
+def deploy_local(
+    clients: Annotated[int, typer.Option(help="SuperNodes (one partition each)")] = 2,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 2,
+    tls: Annotated[bool, typer.Option(help="TLS between SuperNodes and SuperLink (self-signed CA in <workdir>/certs)")] = False,
+    interceptor: Annotated[bool, typer.Option(help="put the on-path proxy between SuperNodes and SuperLink")] = True,
+    attack: Annotated[str, typer.Option(help="the proxy's mode: capture, live or after-run")] = "after-run",
+    threat_model: Annotated[str, typer.Option(help="architecture-only or wire")] = "wire",
+    workdir: Annotated[str, typer.Option(help="logs, FLWR_HOME, runs/ and intercepted/ (relative: under "
+                                              "$ARCHLEAK_HOME, else ~/archleak)")] = "deploy-local",
+    run_config: Annotated[list[str], typer.Option("--run-config", help="app key=value (TOML value), repeatable")] = [],  # noqa: B006
+    settings: Annotated[list[str], typer.Option("--set", help="attack key=value for the proxy")] = [],  # noqa: B006
+    timeout: Annotated[float, typer.Option(help="seconds for the run (and for the proxy's attacks)")] = 3600.0,
+) -> None:
+    """Run the docker-compose topology as local processes on 127.0.0.1 and stop everything afterwards."""
+    from simulations.deploy import DeployPlan, LocalDeployment
+
+    if attack not in PROXY_MODES:
+        raise typer.BadParameter(f"--attack must be one of {', '.join(PROXY_MODES)}, got {attack!r}")
+    overrides = _toml_pairs(run_config)
+    plan = DeployPlan(clients=clients, rounds=rounds, tls=tls, interceptor=interceptor, attack=attack,
+                      threat_model=threat_model, workdir=resolve_user_path(workdir), app_dir=APP_DIR,
+                      run_config=overrides, attack_settings=tuple(settings), timeout_s=timeout)
+    say = lambda line: typer.echo(line, err=True)
+    with LocalDeployment(plan, log=say) as deployment:
+        say(f"archleak deploy: superlink 127.0.0.1:{deployment.ports['superlink']}, "
+            + (f"proxy 127.0.0.1:{deployment.ports['proxy']}, " if interceptor else "no interceptor, ")
+            + f"{clients} supernode(s){', TLS' if tls else ''}; logs in {deployment.logs}")
+        result = deployment.run()
+    result["stopped"] = deployment.stop_codes
+    if interceptor:
+        report = plan.workdir / "intercepted" / "proxy.json"
+        result["interceptor"] = json.loads(report.read_text()) if report.exists() else None
+    typer.echo(json.dumps(result, indent=2, default=str))
+    if not result["completed"]:
+        raise typer.Exit(1)
+
+
+def deploy_submit(
+    superlink: Annotated[str, typer.Option(help="the SuperLink's HOST:PORT (Control API)")] = "127.0.0.1:8000",
+    app_dir: Annotated[Path, typer.Option("--app", help="the Flower App folder")] = APP_DIR,
+    root_certificates: Annotated[Path | None, typer.Option(help="CA certificate for TLS (default: insecure)")] = None,
+    run_config: Annotated[list[str], typer.Option("--run-config", help="app key=value (TOML value), repeatable")] = [],  # noqa: B006
+    retries: Annotated[int, typer.Option(help="attempts while the SuperLink is still starting")] = 30,
+) -> None:
+    """Submit one run to a running SuperLink and stream its log (the compose file's ``submit`` service)."""
+    import tempfile
+    import time
+
+    from simulations.deploy import submit_run
+
+    config = _toml_pairs(run_config)
+    with tempfile.TemporaryDirectory(prefix="archleak-flwr-") as home:
+        for attempt in range(1, retries + 1):
+            code, _ = submit_run(app_dir, superlink, config, Path(home), root_certificates, None)
+            if code == 0:
+                return
+            typer.echo(f"archleak deploy submit: flwr run exited {code} (attempt {attempt}/{retries})", err=True)
+            time.sleep(5)
+    raise typer.Exit(1)
+
+
+def deploy_certs(
+    folder: Annotated[Path, typer.Argument(help="where ca.crt, server.pem and server.key go")] = Path("deploy/certs"),
+    names: Annotated[list[str], typer.Option("--name", help="names the SuperLink certificate covers")] = [],  # noqa: B006
+) -> None:
+    """A self-signed CA and a SuperLink certificate for the TLS variant (local launcher and compose)."""
+    from simulations.certs import DEFAULT_NAMES, generate_certificates
+
+    paths = generate_certificates(folder, tuple(names) or DEFAULT_NAMES)
+    typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
