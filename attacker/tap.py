@@ -28,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from attacker.capture import CaptureRecord, CaptureStore, capture_id
+from fednas.records import unpack_state
 
 RawArrays = dict[str, bytes]
 
@@ -58,7 +59,8 @@ def _raw_arrays(content: RecordDict) -> RawArrays:
 
 
 def _decode(raw: RawArrays) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.load(io.BytesIO(v), allow_pickle=False)) for k, v in raw.items()}
+    """Serialized arrays -> named tensors, θ unpacked from its wire format (``fednas.records``)."""
+    return unpack_state({k: torch.from_numpy(np.load(io.BytesIO(v), allow_pickle=False)) for k, v in raw.items()})
 
 
 def _config_of(content: RecordDict) -> dict[str, Any]:
@@ -185,7 +187,8 @@ class TappedGrid(Grid):
                 if kind == "sent":
                     mid, node, mtype, config, raw, sent_at = item
                     if id(raw) not in blobs:
-                        blobs[id(raw)] = (raw, self.store.put_blob(_decode(raw)), sorted(raw))
+                        tensors = _decode(raw)
+                        blobs[id(raw)] = (raw, self.store.put_blob(tensors), sorted(tensors))
                     _, blob, names = blobs[id(raw)]
                     self._pending[mid] = _Sent(node, mtype, config, blob, names, sent_at)
                 else:
@@ -203,13 +206,14 @@ class TappedGrid(Grid):
         if sent is None:
             return
         server_round = int(sent.config.get("server-round", 0))
+        tensors = _decode(raw) if raw else {}
         record = CaptureRecord(
             capture_id=capture_id(self.run_id, server_round, sent.node_id), run_id=self.run_id,
             server_round=server_round, node_id=sent.node_id, message_type=sent.message_type,
             tap="simulation-grid", sent_at=sent.sent_at, replied_at=replied_at,
             broadcast_config=sent.config, broadcast_blob=sent.blob, broadcast_arrays=sent.arrays,
-            reply_metrics=metrics, reply_blob=self.store.put_blob(_decode(raw)) if raw else None,
-            reply_arrays=sorted(raw), reply_error=error)
+            reply_metrics=metrics, reply_blob=self.store.put_blob(tensors) if tensors else None,
+            reply_arrays=sorted(tensors), reply_error=error)
         self.store.append(record)
         self.stats.captures += 1
         self.stats.by_round[server_round] = self.stats.by_round.get(server_round, 0) + 1

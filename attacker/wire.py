@@ -225,15 +225,15 @@ class WireObserver:
         server_round = int(config.get("server-round", 0))
         node = sent.metadata.dst_node_id
         error = reply.error.reason if reply.has_error() else None
-        raw = {} if error else _raw_arrays(reply.content)
-        broadcast = _raw_arrays(sent.content)
+        raw = {} if error else _decode(_raw_arrays(reply.content))
+        broadcast = _decode(_raw_arrays(sent.content))
         record = CaptureRecord(
             capture_id=capture_id(str(run_id), server_round, node), run_id=str(run_id),
             server_round=server_round, node_id=node, message_type=sent.metadata.message_type, tap="http-proxy",
             sent_at=sent_at, replied_at=time.time(), broadcast_config=config,
-            broadcast_blob=store.put_blob(_decode(broadcast)), broadcast_arrays=sorted(broadcast),
+            broadcast_blob=store.put_blob(broadcast), broadcast_arrays=sorted(broadcast),
             reply_metrics={} if error else _metrics_of(reply.content),
-            reply_blob=store.put_blob(_decode(raw)) if raw else None, reply_arrays=sorted(raw), reply_error=error)
+            reply_blob=store.put_blob(raw) if raw else None, reply_arrays=sorted(raw), reply_error=error)
         store.append(record)
         self.stats.captures += 1
         if self.on_capture is not None:

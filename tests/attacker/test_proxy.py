@@ -90,14 +90,14 @@ def test_non_http_bytes_are_relayed_and_parsing_stops_for_that_connection(tmp_pa
     junk = b"\x00\x01 this is not HTTP at all\r\n\r\n"
 
     async def scenario(proxy_port, direct_port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
         writer.write(junk)
         await writer.drain()
         await asyncio.sleep(0.3)
         writer.close()
         return await exchange(proxy_port, post("/v1/fleet/get-fab", b"z"))
 
-    answer, report, seen = asyncio.run(with_proxy(tmp_path, scenario))
+    answer, report, _seen = asyncio.run(with_proxy(tmp_path, scenario))
     assert answer.endswith(b"echo:z") and report["proxy"]["unparsable_connections"] == 1
 
 

@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from fednas.federation import aggregate
-from fednas.records import from_array_record, to_array_record
+from fednas.records import LAYOUT, PACKED, from_array_record, pack_state, to_array_record, unpack_state
 from fednas.search_space import SupernetSpec
 from fednas.state import ALPHA_PREFIX, THETA_PREFIX, export_state, import_state
 from fednas.supernet import build_supernet
@@ -35,3 +36,21 @@ def test_aggregate_is_the_weighted_mean():
     s2 = {"alpha:x": torch.tensor([4.0, 8.0])}
     out = aggregate([s1, s2], [1, 3])
     torch.testing.assert_close(out["alpha:x"], torch.tensor([3.25, 6.5]))
+
+
+def test_theta_travels_packed_in_two_arrays_and_other_dtypes_pass_through():
+    state = export_state(net(0))
+    state["theta:counter"] = torch.tensor(7, dtype=torch.int64)
+    record = to_array_record(state)
+    alpha_groups = sum(k.startswith(ALPHA_PREFIX) for k in state)
+    assert set(record) == {k for k in state if k.startswith(ALPHA_PREFIX)} | {PACKED, LAYOUT, "theta:counter"}
+    assert len(record) == alpha_groups + 3 < len(state) / 10
+    back = from_array_record(record)
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_a_layout_that_does_not_match_the_packed_values_is_rejected():
+    packed = pack_state({"theta:a": torch.ones(3), "theta:b": torch.ones(2, 2)})
+    packed[PACKED] = packed[PACKED][:-1]
+    with pytest.raises(ValueError, match="layout describes 7"):
+        unpack_state(packed)
