@@ -144,3 +144,29 @@ def deploy_certs(
 
     paths = generate_certificates(folder, tuple(names) or DEFAULT_NAMES)
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+
+
+def bench_deploy(
+    clients: Annotated[str, typer.Option(help="client counts, comma list")] = "2,4",
+    rounds: Annotated[int, typer.Option(help="federated rounds per run")] = 2,
+    run_config: Annotated[list[str], typer.Option("--run-config", help="app key=value (TOML value), repeatable")] = [],  # noqa: B006
+    requests: Annotated[int, typer.Option(help="requests per latency measurement")] = 300,
+    skip_runs: Annotated[bool, typer.Option(help="latency only")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+) -> None:
+    """The proxy's added latency per request and the run-time ratio with/without it (local launcher)."""
+    import tempfile
+
+    from fednas.storage import package_versions
+    from simulations.bench_deploy import latency, run_times
+
+    figures: dict = {"latency": asyncio.run(latency(requests)), "versions": package_versions()}
+    if not skip_runs:
+        config = _toml_pairs(run_config)
+        with tempfile.TemporaryDirectory(prefix="archleak-bench-") as tmp:
+            figures["runs"] = run_times([int(c) for c in clients.split(",")], rounds, config, Path(tmp))
+        figures["run_config"] = config
+    text = json.dumps(figures, indent=2)
+    if json_path:
+        json_path.write_text(text + "\n")
+    typer.echo(text)
