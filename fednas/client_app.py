@@ -9,7 +9,8 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fednas.config import parse_config, parse_run_config
+from defenses.config import DefenseConfig
+from fednas.config import parse_app_config, parse_config
 from fednas.evaluation_log import write_alpha_batches
 from fednas.federation import DataChoice, run_client_round
 from fednas.records import from_array_record, to_array_record, to_metric_record
@@ -26,7 +27,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     @client.train()
     def train(msg: Message, context: Context) -> Message:
-        cfg = parse_run_config({**context.run_config, **(overrides or {})})
+        app = parse_app_config({**context.run_config, **(overrides or {})})
+        cfg, defense = app.federation, app.section("defense", DefenseConfig)
         round_cfg = dict(msg.content["config"])
         search_cfg = parse_config(LocalSearchConfig, {k: v for k, v in round_cfg.items() if k in SEARCH_KEYS})
         choice = DataChoice(str(round_cfg["dataset"]), Path(str(round_cfg["data-root"])), "server")
@@ -34,7 +36,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         result = run_client_round(
             cfg, search_cfg, int(round_cfg["server-round"]), choice,
             int(context.node_config["partition-id"]), int(context.node_config["num-partitions"]),
-            from_array_record(msg.content["arrays"]), from_array_record(local) if local else None)
+            from_array_record(msg.content["arrays"]), from_array_record(local) if local else None,
+            alpha_step_for=defense.alpha_step)
         if result.local_theta:
             context.state[LOCAL_THETA] = to_array_record(result.local_theta)
         write_alpha_batches(run_folder(cfg, context.run_id), int(round_cfg["server-round"]), context.node_id,

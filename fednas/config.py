@@ -136,7 +136,7 @@ def parse_config(model: type[ModelT], values: Mapping[str, Any]) -> ModelT:
 # SECTION_MODULES are imported before every parse (by name: Ray ships the apps' closures by value, so an
 # import at the top of an app module is not guaranteed to have run in a client process).
 SECTIONS: dict[str, type[BaseModel]] = {}
-SECTION_MODULES = ("attacker.config",)
+SECTION_MODULES = ("attacker.config", "defenses.config")
 
 
 def register_section(name: str, model: type[BaseModel]) -> None:

@@ -6,7 +6,7 @@ The Flower apps only convert Messages to and from the tensors these functions ta
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,13 @@ from fednas.batches import ImageSet
 from fednas.config import RunConfig, resolve_user_path
 from fednas.data import ImageData, load_dataset, resolve_data_root, resolve_dataset
 from fednas.partition import FederatedSplit, split_federation
-from fednas.search import LocalSearchConfig, local_search
+from fednas.search import AlphaStepFn, LocalSearchConfig, local_search
 from fednas.search_space import SupernetSpec
 from fednas.state import THETA_PREFIX, export_state, import_state, split_state
 from fednas.supernet import SuperNet, build_supernet
 
 MODEL_STREAM, CLIENT_STREAM, SAMPLING_STREAM = 1, 2, 3
+DEFENSE_STREAM = 5          # defenses' noise: its own stream, so defended clients see the same batches
 
 
 def derive_seed(seed: int, *stream: int) -> int:
@@ -121,8 +122,10 @@ class ClientRound:
 
 def run_client_round(cfg: RunConfig, search_cfg: LocalSearchConfig, server_round: int, choice: DataChoice,
                      partition_id: int, num_partitions: int, received: Mapping[str, torch.Tensor],
-                     local_theta: Mapping[str, torch.Tensor] | None = None) -> ClientRound:
-    """One client's round: load the broadcast (or its own θ), search locally, export the reply."""
+                     local_theta: Mapping[str, torch.Tensor] | None = None,
+                     alpha_step_for: Callable[[torch.Generator], AlphaStepFn | None] | None = None) -> ClientRound:
+    """One client's round: load the broadcast (or its own θ), search locally, export the reply.
+    ``alpha_step_for`` builds the defended α step from a generator of its own stream."""
     device = resolve_device(cfg.device)
     data = load_dataset(choice.dataset, str(choice.root))
     model = make_model(cfg, data, device)
@@ -133,8 +136,10 @@ def run_client_round(cfg: RunConfig, search_cfg: LocalSearchConfig, server_round
     import_state(model, state)
     theta_set, alpha_set = client_data(cfg, choice.dataset, choice.root, partition_id, num_partitions)
     gen = generator(cfg.seed, CLIENT_STREAM, server_round, partition_id)
-    result = local_search(model, theta_set, alpha_set, search_cfg, gen)
+    step = alpha_step_for(generator(cfg.seed, DEFENSE_STREAM, server_round, partition_id)) if alpha_step_for else None
+    result = local_search(model, theta_set, alpha_set, search_cfg, gen, alpha_step=step)
     metrics: dict[str, float] = {"num-examples": float(len(theta_set) + len(alpha_set)),
+                                 "alpha-samples": float(len(alpha_set)),
                                  "partition-id": float(partition_id), **result.metrics()}
     full = export_state(model, weights=True)
     reply = full if cfg.share_weights else export_state(model, weights=False)

@@ -138,7 +138,8 @@ class ServerRun:
                 "dataset": self.choice.dataset, "data-root": str(self.choice.root)}
 
     def complete_round(self, server_round: int, state: Mapping[str, torch.Tensor],
-                       client_metrics: Mapping[str, float], num_clients: int) -> dict[str, Any]:
+                       client_metrics: Mapping[str, float], num_clients: int,
+                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Adopt the aggregate, evaluate, append to rounds.jsonl, checkpoint, print one line."""
         _, theta = split_state(state)
         merged = {**export_state(self.model, weights=True), **state}
@@ -148,7 +149,7 @@ class ServerRun:
         record = {"round": server_round, "time": now(), "seconds": tick - self.last_tick,
                   "clients": num_clients, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
                   "client_metrics": dict(client_metrics), "genotype": self.model.genotype().to_dict(),
-                  "alpha_softmax": alpha_softmax(export_state(self.model, weights=False))}
+                  "alpha_softmax": alpha_softmax(export_state(self.model, weights=False)), **(extra or {})}
         self.last_tick = tick
         append_jsonl(self.dir / "rounds.jsonl", record)
         save_tensors(self.dir / "checkpoints" / f"round-{server_round:04d}.safetensors",
@@ -162,7 +163,7 @@ class ServerRun:
                  f"clients {num_clients}  {record['seconds']:.1f}s")
         return record
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         rounds = read_jsonl(self.dir / "rounds.jsonl")
         last = rounds[-1] if rounds else {}
         summary = {"run_id": self.run_id, "finished": now(), "rounds": len(rounds),
@@ -171,7 +172,7 @@ class ServerRun:
                    "genotype": str(self.model.genotype()),
                    "seconds_this_session": time.perf_counter() - self.started,
                    "checkpoint": str(checkpoints(self.dir)[0][1]) if checkpoints(self.dir) else None,
-                   "run_dir": str(self.dir)}
+                   "run_dir": str(self.dir), **(extra or {})}
         atomic_write_json(self.dir / "summary.json", summary)
         self.log(f"archleak: finished; genotype {summary['genotype']}")
         self.log(f"archleak: results in {self.dir}")

@@ -143,6 +143,8 @@ class LocalSearchResult:
 
 
 StepCallback = Callable[[StepEvent], None]
+# a replacement for the α step (defenses): (model, α optimizer, x, y) -> (loss, correct)
+AlphaStepFn = Callable[[SuperNet, torch.optim.Optimizer, torch.Tensor, torch.Tensor], tuple[float, int]]
 
 
 def _step(model: SuperNet, params: Sequence[torch.nn.Parameter], opt: torch.optim.Optimizer,
@@ -160,8 +162,10 @@ def _step(model: SuperNet, params: Sequence[torch.nn.Parameter], opt: torch.opti
 
 
 def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cfg: LocalSearchConfig,
-                 generator: torch.Generator, callbacks: Sequence[StepCallback] = ()) -> LocalSearchResult:
-    """Run one round of first-order DARTS on this client's splits; mutates ``model`` in place."""
+                 generator: torch.Generator, callbacks: Sequence[StepCallback] = (),
+                 alpha_step: AlphaStepFn | None = None) -> LocalSearchResult:
+    """Run one round of first-order DARTS on this client's splits; mutates ``model`` in place.
+    ``alpha_step`` replaces the plain α step (client-side defenses, ``defenses/alpha.py``)."""
     start = time.perf_counter()
     device = next(model.parameters()).device
     n_theta = resolve_steps(cfg.theta_steps, cfg.theta_epochs, len(theta_data), cfg.theta_batch_size)
@@ -181,7 +185,8 @@ def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cf
         positions = next(sampler)
         x, y = data.batch(positions, device)
         if kind == "alpha":
-            loss, correct = _step(model, alpha_params, alpha_opt, x, y, 0.0)
+            loss, correct = (alpha_step(model, alpha_opt, x, y) if alpha_step is not None
+                             else _step(model, alpha_params, alpha_opt, x, y, 0.0))
             result.alpha_steps += 1
             result.alpha_loss += loss
             result.alpha_correct += correct

@@ -14,6 +14,8 @@ from attacker.capture import CaptureStore
 from attacker.config import InterceptorConfig
 from attacker.service import InterceptorService
 from attacker.tap import TappedGrid
+from defenses.accounting import PrivacyLedger
+from defenses.config import DefenseConfig, account_round, check_compatible
 from fednas.config import parse_app_config
 from fednas.records import from_array_record, to_array_record
 from fednas.run import ServerRun
@@ -28,6 +30,8 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     """Parse the config (a bad value stops here, before training), run all rounds, return the summary."""
     app = parse_app_config({**context.run_config, **(overrides or {})})
     cfg = app.federation
+    defense = app.section("defense", DefenseConfig)
+    check_compatible(defense, cfg.batchnorm)
     run = ServerRun(app, context.run_id, log=say)
     eavesdropper = app.section("interceptor", InterceptorConfig)
     service = None
@@ -39,17 +43,23 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     strategy = FedDartsAvg(seed=cfg.seed, round_config=run.round_config, round_offset=run.start_round,
                            fraction_train=cfg.fraction_train, min_nodes=cfg.min_nodes)
 
+    ledger = PrivacyLedger(defense.dp_accountant) if defense.dp() is not None else None
+
     def record_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
             return None
+        extra = None
+        if ledger is not None:
+            account_round(ledger, defense, cfg.alpha_batch_size, strategy.last_client_metrics)
+            extra = {"privacy": ledger.report()}
         rec = run.complete_round(server_round + run.start_round, from_array_record(arrays),
-                                 strategy.last_metrics, strategy.last_clients)
+                                 strategy.last_metrics, strategy.last_clients, extra)
         return MetricRecord({"test-accuracy": rec["test_accuracy"] or 0.0})
 
     if run.remaining_rounds:
         strategy.start(grid=grid, initial_arrays=to_array_record(run.global_state()),
                        num_rounds=run.remaining_rounds, evaluate_fn=record_round)
-    summary = run.finish()
+    summary = run.finish({"privacy": ledger.report()} if ledger is not None else None)
     if service is not None:
         assert isinstance(grid, TappedGrid)
         stats = grid.close()

@@ -36,6 +36,7 @@ class FedDartsAvg(FedAvg):
         self.round_offset = round_offset
         self.node_wait_s = node_wait_s
         self.last_metrics: dict[str, float] = {}
+        self.last_client_metrics: list[dict[str, float]] = []   # per client, by partition-id
         self.last_clients = 0
 
     def sample(self, grid: Grid, absolute_round: int) -> list[int]:
@@ -62,7 +63,7 @@ class FedDartsAvg(FedAvg):
         if errors:
             log(WARNING, "%d client(s) failed this round; averaging the %d that replied", len(errors), len(valid))
         if not valid:
-            self.last_metrics, self.last_clients = {}, 0
+            self.last_metrics, self.last_clients, self.last_client_metrics = {}, 0, []
             return None, None
         contents = sorted((m.content for m in valid), key=lambda c: float(c["metrics"]["partition-id"]))
         weights = [float(c["metrics"]["num-examples"]) for c in contents]
@@ -70,4 +71,5 @@ class FedDartsAvg(FedAvg):
         metrics = {k: sum(float(c["metrics"][k]) * w for c, w in zip(contents, weights, strict=True))
                    / sum(weights) for k in contents[0]["metrics"] if k not in DROPPED_METRICS}
         self.last_metrics, self.last_clients = metrics, len(valid)
+        self.last_client_metrics = [{k: float(v) for k, v in c["metrics"].items()} for c in contents]
         return to_array_record(aggregate(states, weights)), to_metric_record(metrics)
