@@ -47,7 +47,7 @@ def generate_certificates(folder: Path, names: Sequence[str] = DEFAULT_NAMES) ->
     """Write ``ca.crt``, ``ca.key``, ``server.pem`` and ``server.key``; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     end = start + dt.timedelta(days=VALID_DAYS)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("archleak demo CA")).issuer_name(_name("archleak demo CA"))

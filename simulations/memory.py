@@ -10,8 +10,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-
-from typing_extensions import Self
+from typing import Self
 
 
 def _children() -> dict[int, list[int]]:

@@ -46,7 +46,7 @@ def test_clipping_bounds_every_per_sample_alpha_gradient_and_leaves_small_ones_a
 
 def test_per_sample_gradients_sum_to_the_batch_gradient():
     model, (x, y) = net(), batch()
-    loss, _, per = DPSGDAlpha(0.0, 1.0).per_sample_gradients(model, x, y)
+    _loss, _, per = DPSGDAlpha(0.0, 1.0).per_sample_gradients(model, x, y)
     objective = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
     full = torch.autograd.grad(objective, model.alpha_parameters())
     for g, f in zip(per.values(), full, strict=True):

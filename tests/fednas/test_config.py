@@ -1,5 +1,6 @@
-import pytest
 import tomllib
+
+import pytest
 
 from fednas.config import ConfigError, parse_app_config, parse_run_config, resolve_user_path
 from tests.conftest import REPO
