@@ -14,20 +14,22 @@ import torch
 from attacker.capture import content_hash
 from attacker.threat import WireView
 from fednas.batches import ImageSet
-from fednas.search import LocalSearchConfig, local_search
+from fednas.search import AlphaStepFn, LocalSearchConfig, local_search
 from fednas.state import export_state, import_state
 from fednas.supernet import SuperNet
 
 
 def client_capture(model: SuperNet, images: torch.Tensor, labels: torch.Tensor, search: LocalSearchConfig,
-                   capture_id: str, server_round: int = 1, seed: int = 0) -> tuple[WireView, list[tuple[int, ...]]]:
-    """Run the client's α steps on ``images`` (uint8) and return (what the wire showed, the true batches)."""
+                   capture_id: str, server_round: int = 1, seed: int = 0,
+                   alpha_step: AlphaStepFn | None = None) -> tuple[WireView, list[tuple[int, ...]]]:
+    """Run the client's α steps on ``images`` (uint8) and return (what the wire showed, the true batches).
+    ``alpha_step``: a defended α step (``defenses.alpha.AlphaStep``) instead of the plain one."""
     broadcast = export_state(model, weights=True)
     client = type(model)(model.spec, model.input_mean.flatten().tolist(), model.input_std.flatten().tolist())
     import_state(client, broadcast)
     data = ImageSet(images, labels, np.arange(len(labels)))
     cfg = search.model_copy(update={"theta_steps": 0, "theta_epochs": 0})
-    result = local_search(client, data, data, cfg, torch.Generator().manual_seed(seed))
+    result = local_search(client, data, data, cfg, torch.Generator().manual_seed(seed), alpha_step=alpha_step)
     reply = export_state(client, weights=True)
     config: Mapping[str, object] = {**search.model_dump(by_alias=True), "server-round": server_round}
     view = WireView(capture_id, server_round, 0, content_hash(broadcast), broadcast, reply, config,

@@ -12,7 +12,14 @@ from fednas.config import SECTIONS, parse_app_config, resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
 from simulations.cli_attack import bench_adra, reconstruct
-from simulations.cli_deploy import bench_deploy, deploy_certs, deploy_local, deploy_submit, intercept
+from simulations.cli_deploy import (
+    bench_deploy,
+    defend_eval_command,
+    deploy_certs,
+    deploy_local,
+    deploy_submit,
+    intercept,
+)
 
 app = typer.Typer(help="archleak: architecture-level privacy leakage in federated NAS.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)
@@ -100,6 +107,7 @@ app.command("reconstruct")(reconstruct)
 bench_app.command("adra")(bench_adra)
 bench_app.command("deploy")(bench_deploy)
 app.command("intercept")(intercept)
+app.command("defend-eval")(defend_eval_command)
 deploy_app.command("local")(deploy_local)
 deploy_app.command("submit")(deploy_submit)
 deploy_app.command("certs")(deploy_certs)

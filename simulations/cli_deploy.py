@@ -170,3 +170,31 @@ def bench_deploy(
     if json_path:
         json_path.write_text(text + "\n")
     typer.echo(text)
+
+
+def defend_eval_command(
+    cases: Annotated[str, typer.Option(help="comma list of cases (see simulations/defend_eval.py CASES)")] =
+        "none,dp-sgd-alpha-paper,dp-sgd-alpha σ=1,l2-alpha λ=0.01,input-noise s=0.1",
+    clients: Annotated[int, typer.Option(help="simulated clients")] = 2,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 2,
+    run_config: Annotated[list[str], typer.Option("--run-config", help="app key=value (TOML value), repeatable")] = [],  # noqa: B006
+    out: Annotated[str, typer.Option(help="output folder (relative: under $ARCHLEAK_HOME, else ~/archleak)")] =
+        "defend-eval",
+) -> None:
+    """Run the same seeded federation with each defense and without, attack each, write the defense table
+    (Markdown, CSV, privacy-utility plot, JSON)."""
+    from simulations.defend_eval import CASES, defend_eval
+
+    chosen = {}
+    for name in (c.strip() for c in cases.split(",") if c.strip()):
+        if name not in CASES:
+            raise typer.BadParameter(f"unknown case {name!r}; known: {', '.join(CASES)}")
+        chosen[name] = CASES[name]
+    base = {"num-server-rounds": rounds, **_toml_pairs(run_config)}
+    folder = resolve_user_path(out)
+    try:
+        report = defend_eval(base, chosen, clients, folder)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo((folder / "defenses.md").read_text())
+    typer.echo(f"table, CSV, plot and JSON in {folder} ({len(report['rows'])} cases)")
