@@ -1,9 +1,10 @@
 """DP-SGD on α with the paper's preset against ADRA, on the seeded problem of tests/attacker/test_adra_e2e.py.
 
-Margin: undefended, this problem reconstructs at 29-37 dB. The paper's preset adds noise of std 0.1 to the α
+Margin: undefended, this problem reconstructs at 27-37 dB. The paper's preset adds noise of std 0.1 to the α
 gradient, far above the clipped signal (norm ≤ 1 over 120 entries), so the observed Δα is mostly noise. We ask
 the defended mean PSNR to be at least 6 dB lower (a 2x larger RMS pixel error); measured while writing this
-test: {measured}.
+test: 26.6 dB undefended vs 9.9 dB defended (2 images, 120 Adam iterations; 4 images, 250 iterations: 29.6 vs
+9.4 dB).
 """
 
 import torch
