@@ -2,9 +2,14 @@
 
 import csv
 import json
+import math
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from defenses.accounting import epsilon
+from fednas.storage import read_jsonl
 from simulations.cli import app
 
 runner = CliRunner()
@@ -14,7 +19,7 @@ def test_defend_eval_writes_the_table_with_deltas_epsilon_and_plot(tmp_path, dat
     out = tmp_path / "eval"
     config = [f"dataset='{mnist_or_digits}'", f"data-root='{data_root}'", "theta-steps=1", "eval-samples=32",
               "channels=4", "nodes=2", "samples-per-client=64", "attack-iterations=5", "attack-aux-samples=200"]
-    result = runner.invoke(app, ["defend-eval", "--cases", "none,dp-sgd-alpha-paper", "--rounds", "1",
+    result = runner.invoke(app, ["defend-eval", "--cases", "none,dp-sgd-alpha-paper", "--rounds", "2",
                                  "--out", str(out), *[a for c in config for a in ("--run-config", c)]])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "defenses.csv").open()))
@@ -25,6 +30,20 @@ def test_defend_eval_writes_the_table_with_deltas_epsilon_and_plot(tmp_path, dat
     report = json.loads((out / "defend-eval.json").read_text())
     assert report["results"][1]["config"]["defenses"] == "dp-sgd-alpha-paper" and "torch" in report["versions"]
     assert "| dp-sgd-alpha-paper |" in (out / "defenses.md").read_text()
+    # the DP run: ε per client every round, composed across rounds, and in the summary
+    run_dir = Path(report["results"][1]["run_dir"])
+    rounds = read_jsonl(run_dir / "rounds.jsonl")
+    per_round = [r["privacy"]["epsilon"] for r in rounds]
+    assert set(per_round[0]) == {"partition-0", "partition-1"}
+    for client in per_round[0]:
+        assert 0 < per_round[0][client] < per_round[1][client] < math.inf
+    n = rounds[0]["client_metrics"]["alpha-samples"]      # equal partitions: every client holds n D^α samples
+    batch = report["results"][1]["config"].get("alpha-batch-size", 1)
+    expected = epsilon([(0.1, batch / n, int(rounds[0]["client_metrics"]["alpha-steps"]))] * 2, 1 / n)
+    assert per_round[1]["partition-0"] == pytest.approx(expected, rel=1e-9)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["privacy"]["max_epsilon"] == pytest.approx(max(per_round[1].values()))
+    assert float(rows[1]["epsilon"]) == pytest.approx(summary["privacy"]["max_epsilon"])
 
 
 def test_defend_eval_rejects_unknown_cases():
