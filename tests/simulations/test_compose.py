@@ -1,6 +1,7 @@
 """docker-compose.yml: valid for Debian's docker-compose, and every service command exists in the installed CLIs."""
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,13 @@ def compose_args(variant: list[str]) -> list[str]:
 def _config(variant: tuple[str, ...]) -> str:
     if shutil.which("docker-compose") is None:
         pytest.fail("docker-compose is not installed (.ci/run installs Debian's docker-compose)")
-    return subprocess.run(["docker-compose", *compose_args(list(variant)), "--profile", "four-clients", "config"],
-                          cwd=REPO, capture_output=True, text=True, check=True).stdout
+    # Debian's docker-compose is a program of the system Python: keep the test process's Python settings
+    # (PYTHONPATH and friends, which in-process Ray simulations may set) away from it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+    out = subprocess.run(["docker-compose", *compose_args(list(variant)), "--profile", "four-clients", "config"],
+                         cwd=REPO, capture_output=True, text=True, check=False, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
 
 
 def resolved(variant: list[str]) -> dict:
