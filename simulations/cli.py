@@ -13,6 +13,7 @@ from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
 from simulations.cli_attack import bench_adra, reconstruct
 from simulations.cli_deploy import (
+    bench_defenses,
     bench_deploy,
     defend_eval_command,
     deploy_certs,
@@ -106,6 +107,7 @@ def bench_interceptor(
 app.command("reconstruct")(reconstruct)
 bench_app.command("adra")(bench_adra)
 bench_app.command("deploy")(bench_deploy)
+bench_app.command("defenses")(bench_defenses)
 app.command("intercept")(intercept)
 app.command("defend-eval")(defend_eval_command)
 deploy_app.command("local")(deploy_local)

@@ -198,3 +198,27 @@ def defend_eval_command(
         raise typer.BadParameter(str(exc)) from None
     typer.echo((folder / "defenses.md").read_text())
     typer.echo(f"table, CSV, plot and JSON in {folder} ({len(report['rows'])} cases)")
+
+
+def bench_defenses(
+    cases: Annotated[str, typer.Option(help="comma list: dp-sgd-alpha, l2-alpha, input-noise")] =
+        "dp-sgd-alpha,l2-alpha,input-noise",
+    clients: Annotated[int, typer.Option(help="partitions (the client's share of the data)")] = 4,
+    repeats: Annotated[int, typer.Option(help="rounds timed per case (median)")] = 3,
+    run_config: Annotated[list[str], typer.Option("--run-config", help="app key=value (TOML value), repeatable")] = [],  # noqa: B006
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+) -> None:
+    """Each defense's cost per client round against no defense (one process, same seed and broadcast)."""
+    from fednas.storage import package_versions
+    from simulations.bench_defenses import CASES, run_defense_bench
+
+    names = [c.strip() for c in cases.split(",") if c.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise typer.BadParameter(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
+    figures = {**run_defense_bench(_toml_pairs(run_config), names, clients, repeats),
+               "versions": package_versions()}
+    text = json.dumps(figures, indent=2)
+    if json_path:
+        json_path.write_text(text + "\n")
+    typer.echo(text)

@@ -62,3 +62,15 @@ def test_bench_adra_smoke(tmp_path, data_root, mnist_or_digits):
 def test_bench_adra_rejects_bad_settings(data_root):
     result = runner.invoke(app, ["bench", "adra", "--set", "attack-objective=l1", "--data-root", str(data_root)])
     assert result.exit_code != 0 and "l2, cosine, whitened-l2" in result.output
+
+
+def test_bench_defenses_smoke(tmp_path, data_root, mnist_or_digits):
+    out = tmp_path / "defenses.json"
+    config = [f"dataset='{mnist_or_digits}'", f"data-root='{data_root}'", "theta-steps=1", "alpha-steps=2",
+              "channels=4", "nodes=2", "samples-per-client=64"]
+    result = runner.invoke(app, ["bench", "defenses", "--cases", "dp-sgd-alpha", "--repeats", "1", "--json", str(out),
+                                 *[a for c in config for a in ("--run-config", c)]])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"none", "dp-sgd-alpha"} and rows["none"]["ratio"] == 1.0
+    assert rows["dp-sgd-alpha"]["alpha_steps"] == 2 and rows["dp-sgd-alpha"]["round_s"] > 0
