@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import queue
 import threading
 import time
@@ -269,6 +268,3 @@ def summary_line(report: dict[str, Any]) -> str:
             f"{wire['undecodable']} undecodable bodies, {wire['unknown_paths']} unknown paths, "
             f"{proxy['dropped_chunks']} dropped chunks{verdict}")
 
-
-def dumps(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2)

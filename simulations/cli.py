@@ -11,7 +11,7 @@ import typer
 from fednas.config import SECTIONS, parse_app_config, resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
-from simulations.cli_attack import bench_adra, reconstruct
+from simulations.cli_attack import bench_adra, emit_figures, reconstruct
 from simulations.cli_deploy import (
     bench_defenses,
     bench_deploy,
@@ -81,10 +81,7 @@ def bench_fednas(
     from simulations.bench_fednas import run_benchmark
 
     figures = run_benchmark(data_root=data_root, quick=quick)
-    text = json.dumps(figures, indent=2)
-    if json_path:
-        json_path.write_text(text + "\n")
-    typer.echo(text)
+    emit_figures(figures, json_path)
 
 
 @bench_app.command("interceptor")
@@ -98,10 +95,7 @@ def bench_interceptor(
     from simulations.bench_interceptor import run_interceptor_bench
 
     figures = run_interceptor_bench(data_root, clients, rounds)
-    text = json.dumps(figures, indent=2)
-    if json_path:
-        json_path.write_text(text + "\n")
-    typer.echo(text)
+    emit_figures(figures, json_path)
 
 
 app.command("reconstruct")(reconstruct)

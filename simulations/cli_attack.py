@@ -12,6 +12,16 @@ from attacker.config import AttackSettings, InterceptorConfig
 from fednas.config import ConfigError, parse_config
 
 
+def emit_figures(figures: dict, json_path: Path | None) -> None:
+    """Print benchmark figures as JSON, and write them atomically to ``json_path`` when given."""
+    from fednas.storage import atomic_write_bytes
+
+    text = json.dumps(figures, indent=2)
+    if json_path:
+        atomic_write_bytes(json_path, (text + "\n").encode())
+    typer.echo(text)
+
+
 def _parse_list(value: str, kind: type = str) -> list:
     return [kind(v.strip()) for v in value.split(",") if v.strip()]
 
@@ -90,7 +100,4 @@ def bench_adra(
     cases = cases_for(threats, _parse_list(batch_size, int), _parse_list(activation), _parse_list(alpha_size, int),
                       sweep)
     figures = run_adra_bench(cases, span, chosen, str(root), train_steps, compare_sequential)
-    text = json.dumps(figures, indent=2)
-    if json_path:
-        json_path.write_text(text + "\n")
-    typer.echo(text)
+    emit_figures(figures, json_path)

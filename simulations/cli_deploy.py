@@ -12,7 +12,7 @@ import typer
 
 from attacker.config import InterceptorConfig
 from fednas.config import resolve_user_path
-from simulations.cli_attack import _settings
+from simulations.cli_attack import _settings, emit_figures
 
 PROXY_MODES = ("capture", "live", "after-run")
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -166,10 +166,7 @@ def bench_deploy(
         with tempfile.TemporaryDirectory(prefix="archleak-bench-") as tmp:
             figures["runs"] = run_times([int(c) for c in clients.split(",")], rounds, config, Path(tmp))
         figures["run_config"] = config
-    text = json.dumps(figures, indent=2)
-    if json_path:
-        json_path.write_text(text + "\n")
-    typer.echo(text)
+    emit_figures(figures, json_path)
 
 
 def defend_eval_command(
@@ -218,7 +215,4 @@ def bench_defenses(
         raise typer.BadParameter(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
     figures = {**run_defense_bench(_toml_pairs(run_config), names, clients, repeats),
                "versions": package_versions()}
-    text = json.dumps(figures, indent=2)
-    if json_path:
-        json_path.write_text(text + "\n")
-    typer.echo(text)
+    emit_figures(figures, json_path)
