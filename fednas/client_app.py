@@ -41,7 +41,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         if result.local_theta:
             context.state[LOCAL_THETA] = to_array_record(result.local_theta)
         write_alpha_batches(run_folder(cfg, context.run_id), int(round_cfg["server-round"]), context.node_id,
-                            int(context.node_config["partition-id"]), result.alpha_batches)
+                            int(context.node_config["partition-id"]), result.alpha_batches,
+                            int(context.node_config["num-partitions"]))
         reply = RecordDict({"arrays": to_array_record(result.state),
                             "metrics": to_metric_record(result.metrics)})
         return Message(reply, reply_to=msg)

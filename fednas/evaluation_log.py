@@ -21,10 +21,10 @@ def batches_path(run_dir: Path, server_round: int, node_id: int) -> Path:
 
 
 def write_alpha_batches(run_dir: Path, server_round: int, node_id: int, partition_id: int,
-                        batches: Sequence[Sequence[int]]) -> None:
+                        batches: Sequence[Sequence[int]], num_partitions: int) -> None:
     atomic_write_json(batches_path(run_dir, server_round, node_id),
                       {"round": server_round, "node_id": node_id, "partition_id": partition_id,
-                       "batches": [list(map(int, b)) for b in batches]})
+                       "num_partitions": num_partitions, "batches": [list(map(int, b)) for b in batches]})
 
 
 def read_alpha_batches(run_dir: Path, server_round: int, node_id: int) -> list[list[int]] | None:
@@ -33,3 +33,9 @@ def read_alpha_batches(run_dir: Path, server_round: int, node_id: int) -> list[l
     if not path.exists():
         return None
     return [list(b) for b in json.loads(path.read_text())["batches"]]
+
+
+def read_all_alpha_batches(run_dir: Path) -> list[dict]:
+    """Every record of the log (for membership ground truth): round, node, partition, batches."""
+    folder = Path(run_dir) / FOLDER / "alpha-batches"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("r*-n*.json"))]

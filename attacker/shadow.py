@@ -1,0 +1,169 @@
+"""Shadow models for membership inference: a fixed ResNet, or the same DARTS search run on shadow data.
+
+A shadow builder takes the attacker's public knowledge and its own in/out split and returns a black box with
+the samples it was (and was not) trained on. ``fixed`` is the paper's setting (a ResNet; the paper used a
+ResNet-50, here the CIFAR-style ResNet family scaled to the input: depth 6n+2 with widths 16/32/64).
+``searchable`` is the improved AMIA: a supernet of the target's public search space, searched with first-order
+DARTS on shadow data; its members are its D^α_s, exactly as the target's members are its D^α.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attacker.blackbox import ModelBlackBox, model_black_box
+from fednas.batches import BatchSampler, ImageSet
+from fednas.registry import Registry
+from fednas.search import LocalSearchConfig, local_search
+from fednas.search_space import SupernetSpec
+from fednas.supernet import build_supernet
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class ShadowTraining:
+    """How hard shadows are trained (from the AMIA config)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    resnet_depth: int
+
+
+@dataclass(frozen=True)
+class PublicKnowledge:
+    """What the membership attacker knows besides the target's answers: data statistics, the public search
+    space and search recipe of the federation, and its own labelled data."""
+
+    spec: SupernetSpec
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    search: LocalSearchConfig
+    pool: ImageSet
+
+
+@dataclass(frozen=True)
+class Shadow:
+    box: ModelBlackBox
+    members: ImageSet
+    nonmembers: ImageSet
+
+
+ShadowBuilder = Callable[[PublicKnowledge, ImageSet, ImageSet, ShadowTraining, torch.Generator, torch.device,
+                          Progress], Shadow]
+SHADOWS: Registry[ShadowBuilder] = Registry("shadow kind")
+
+
+class _Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.skip = nn.Sequential() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.skip(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet of depth 6n + 2 (8, 14, 20, ...) with input normalisation built in."""
+
+    def __init__(self, depth: int, in_channels: int, num_classes: int, mean: Sequence[float],
+                 std: Sequence[float]) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"resnet-depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        layers, c_in = [], 16
+        for stage, width in enumerate((16, 32, 64)):
+            for i in range(n):
+                layers.append(_Block(c_in, width, 2 if stage and i == 0 else 1))
+                c_in = width
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layers(self.stem((x - self.mean) / self.std))
+        return self.head(h.mean((2, 3)))
+
+
+def train_classifier(model: nn.Module, data: ImageSet, training: ShadowTraining, generator: torch.Generator,
+                     device: torch.device, progress: Progress, stage: str) -> None:
+    """SGD with momentum and cosine decay over ``training.epochs`` epochs of ``data``."""
+    sampler = BatchSampler(len(data), min(training.batch_size, len(data)), generator)
+    steps = training.epochs * sampler.batches_per_epoch()
+    opt = torch.optim.SGD(model.parameters(), lr=training.lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    model.train()
+    for step in range(steps):
+        x, y = data.batch(next(sampler), device)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        progress(stage, step + 1, steps)
+
+
+def _describe(public: PublicKnowledge, model: str) -> dict:
+    s = public.spec
+    return {"num_classes": s.num_classes, "channels": s.in_channels, "height": s.image_size,
+            "width": s.image_size, "dtype": "uint8", "model": model}
+
+
+@SHADOWS.register("fixed")
+def fixed_shadow(public: PublicKnowledge, inside: ImageSet, outside: ImageSet, training: ShadowTraining,
+                 generator: torch.Generator, device: torch.device, progress: Progress) -> Shadow:
+    """A ResNet trained on the shadow's in-set; members are that whole in-set."""
+    torch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch_seed)  # nn.Module init draws from the global generator: fork and seed it
+        model = ResNet(training.resnet_depth, public.spec.in_channels, public.spec.num_classes,
+                       public.mean, public.std).to(device)
+    train_classifier(model, inside, training, generator, device, progress, "shadow")
+    return Shadow(model_black_box(model, _describe(public, f"resnet-{training.resnet_depth}"), device),
+                  inside, outside)
+
+
+def halves(data: ImageSet) -> tuple[ImageSet, ImageSet]:
+    n = len(data) // 2
+    first, second = torch.arange(n), torch.arange(n, len(data))
+    return (ImageSet(data.images[first], data.labels[first], data.ids[:n]),
+            ImageSet(data.images[second], data.labels[second], data.ids[n:]))
+
+
+@SHADOWS.register("searchable")
+def searchable_shadow(public: PublicKnowledge, inside: ImageSet, outside: ImageSet, training: ShadowTraining,
+                      generator: torch.Generator, device: torch.device, progress: Progress) -> Shadow:
+    """First-order DARTS on shadow data with the target's search space and recipe: θ on one half of the in-set,
+    α on the other; α steps as many as θ steps, so the shadow's architecture is fitted to its D^α_s."""
+    theta_set, alpha_set = halves(inside)
+    model = build_supernet(public.spec, public.mean, public.std, generator, device)
+    batch = min(training.batch_size, len(theta_set), len(alpha_set))
+    recipe = public.search.model_copy(update={
+        "theta_epochs": training.epochs, "alpha_epochs": training.epochs, "theta_batch_size": batch,
+        "alpha_batch_size": batch, "theta_lr": training.lr})
+    total = 2 * training.epochs * (len(theta_set) // batch)
+    done = [0]
+
+    def tick(_event: object) -> None:
+        done[0] += 1
+        progress("shadow", done[0], total)
+
+    local_search(model, theta_set, alpha_set, LocalSearchConfig.model_validate(recipe.model_dump()), generator,
+                 callbacks=[tick])
+    return Shadow(model_black_box(model, _describe(public, "supernet searched on shadow data"), device),
+                  alpha_set, outside)

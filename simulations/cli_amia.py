@@ -1,0 +1,151 @@
+"""``archleak amia``, ``archleak serve`` and ``archleak bench amia``: membership inference from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simulations.cli_attack import _parse_list, emit_figures
+
+
+def amia_config(shadow: str, shadows: int, eta: float, seed: int, settings: list[str]):
+    """The AMIA config from the named options plus ``--set key=value`` pairs (a bad value is a usage error)."""
+    from attacker.amia import AmiaConfig
+    from simulations.cli_attack import _settings
+
+    return _settings(AmiaConfig, {"shadow": shadow, "shadows": shadows, "eta": eta, "seed": seed}, settings)
+
+
+def _bar():
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="step", leave=False)
+        bar.update(done - bar.n)
+
+    return progress, bars
+
+
+def amia(
+    run: Annotated[Path, typer.Option(help="the run folder of a finished federated search")],
+    shadow: Annotated[str, typer.Option(help="shadow kind: fixed (ResNet) or searchable (DARTS on shadow data)")] = "fixed",
+    shadows: Annotated[int, typer.Option(help="number of shadow models")] = 1,
+    eta: Annotated[float, typer.Option(help="share of the attacker's data from the target's distribution, (0, 1]")] = 1.0,
+    seed: Annotated[int, typer.Option(help="the AMIA seed")] = 0,
+    url: Annotated[str, typer.Option(help="query this prediction service (archleak serve) instead of loading the "
+                                          "model in process")] = "",
+    members: Annotated[str, typer.Option(help="member kinds, comma list of alpha, alpha-used, theta (default: all)")] = "",
+    clients: Annotated[str, typer.Option(help="partition ids whose data are the members (default: all)")] = "",
+    num_clients: Annotated[int, typer.Option(help="clients of the run, when its evaluation log does not say")] = 0,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: <run>/amia/<shadow>-eta<η>-seed<seed>)")] = None,
+    data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
+    settings: Annotated[list[str], typer.Option("--set", help="AMIA key=value, e.g. shadow-epochs=20")] = [],  # noqa: B006
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Architectural membership inference against a run's global model; writes amia.md/.csv/.json, roc.png, scores.npz."""
+    from attacker.amia_eval import evaluate_run
+    from attacker.amia_report import markdown, write_report
+    from attacker.blackbox import TargetNotFound
+
+    cfg = amia_config(shadow, shadows, eta, seed, settings)
+    folder = out or run / "amia" / f"{cfg.shadow}-eta{cfg.eta:g}-seed{cfg.seed}"
+    tick, bars = _bar() if progress else (lambda *a: None, {})
+    try:
+        result = evaluate_run(run, cfg, url=url, data_root=data_root, clients=tuple(_parse_list(clients, int)),
+                              kinds=tuple(_parse_list(members)), num_clients=num_clients, progress=tick,
+                              log=lambda line: typer.echo(line, err=True))
+    except (TargetNotFound, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for bar in bars.values():
+        bar.close()
+    write_report(result, folder)
+    typer.echo(markdown(result))
+    typer.echo(f"results in {folder}")
+
+
+def serve(
+    run: Annotated[Path, typer.Argument(help="the run folder whose global model answers")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8080,
+    data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+) -> None:
+    """Serve the run's global model as a prediction API (GET /v1/info, POST /v1/predict) until Ctrl-C."""
+    import torch
+
+    from attacker.blackbox import TargetNotFound, load_target
+    from attacker.serve import PredictionServer
+
+    try:
+        target = load_target(run, torch.device(device), data_root)
+    except (TargetNotFound, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    server = PredictionServer((host, port), target)
+    typer.echo(f"archleak serve: {target.info()['model']} of {run} at {server.url} "
+               "(GET /v1/info, POST /v1/predict)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        typer.echo(f"archleak serve: stopped after {server.served} predictions", err=True)
+
+
+def bench_amia(
+    run: Annotated[Path, typer.Option(help="the run folder to attack")],
+    shadow: Annotated[str, typer.Option(help="shadow kinds, comma list")] = "fixed,searchable",
+    eta: Annotated[str, typer.Option(help="η values, comma list")] = "1.0",
+    seed: Annotated[int, typer.Option(help="the AMIA seed")] = 0,
+    data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
+    settings: Annotated[list[str], typer.Option("--set", help="AMIA key=value")] = [],  # noqa: B006
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+) -> None:
+    """Wall time per stage and attack quality (accuracy, AUC, TPR at low FPR) for each shadow kind and η."""
+    from simulations.amia_tables import bench_cases
+
+    cases = [amia_config(s, 1, e, seed, settings) for s in _parse_list(shadow) for e in _parse_list(eta, float)]
+    emit_figures(bench_cases(run, cases, data_root), json_path)
+
+
+def amia_scenario(
+    name: Annotated[str, typer.Argument(help="table3 (network scale), table4 (fixed vs searchable shadow), "
+                                             "table5 (η sweep)")],
+    run: Annotated[Path | None, typer.Option(help="attack this run (table4, table5); default: search one first")] = None,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("amia-scenarios"),
+    clients: Annotated[int, typer.Option(help="clients of the searches this scenario runs")] = 2,
+    seed: Annotated[int, typer.Option(help="the AMIA seed")] = 0,
+    run_config: Annotated[list[str], typer.Option("--run-config", help="run-config key=value (TOML) for the "
+                                                                      "searches this scenario runs")] = [],  # noqa: B006
+    data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
+    settings: Annotated[list[str], typer.Option("--set", help="AMIA key=value")] = [],  # noqa: B006
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """One of the paper's AMIA tables (3–5) as a scenario; writes <name>.md/.csv/.json and one AMIA folder per column."""
+    from fednas.config import ConfigError, parse_run_config, resolve_user_path
+    from simulations.amia_tables import SCENARIOS, run_scenario
+    from simulations.cli_deploy import _toml_pairs
+
+    try:
+        SCENARIOS.get(name)
+        base = _toml_pairs(run_config)
+        parse_run_config(base)
+    except (ValueError, ConfigError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    cfg = amia_config("fixed", 1, 1.0, seed, settings)
+    tick, bars = _bar() if progress else (lambda *a: None, {})
+    folder = resolve_user_path(str(out))
+    rows = run_scenario(name, folder, run_dir=run, base_run=base, amia=cfg, clients=clients, data_root=data_root,
+                        progress=tick, log=lambda line: typer.echo(line, err=True))
+    for bar in bars.values():
+        bar.close()
+    typer.echo((folder / f"{name}.md").read_text())
+    typer.echo(f"{len(rows)} column(s); results in {folder}")

@@ -1,0 +1,80 @@
+"""The prediction API: HTTP answers equal the in-process ones; bad requests are refused clearly."""
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from attacker.blackbox import HttpBlackBox, TargetNotFound, load_target, model_black_box
+from attacker.serve import start_server
+from attacker.shadow import ResNet
+
+
+@pytest.fixture(scope="module")
+def served():
+    torch.manual_seed(0)
+    model = ResNet(8, 1, 10, (0.13,), (0.31,))
+    box = model_black_box(model, {"num_classes": 10, "channels": 1, "height": 28, "width": 28, "dtype": "uint8",
+                                  "model": "resnet-8"}, torch.device("cpu"), batch_size=64)
+    server, _thread = start_server(box, "127.0.0.1", 0)
+    yield box, server
+    server.shutdown()
+    server.server_close()
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
+
+
+def test_http_and_in_process_posteriors_are_identical(served):
+    box, server = served
+    images = _images(150)
+    local = box.predict(images)
+    remote = HttpBlackBox(server.url, batch_size=64).predict(images)
+    assert remote.dtype == np.float32 and remote.shape == (150, 10)
+    np.testing.assert_array_equal(remote, local)
+    np.testing.assert_allclose(local.sum(1), 1.0, atol=1e-5)
+    assert HttpBlackBox(server.url).info() == box.info()
+
+
+def test_json_requests_are_answered_too(served):
+    box, server = served
+    images = _images(3, seed=1)
+    req = urllib.request.Request(server.url + "/v1/predict", data=json.dumps({"images": images.tolist()}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req) as resp:
+        answer = np.array(json.loads(resp.read())["posteriors"], dtype=np.float32)
+    np.testing.assert_allclose(answer, box.predict(images), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("body", "kind", "message"), [
+    (b"not json", "application/json", "expected a JSON body"),
+    (json.dumps({"images": [[[[300]]]]}).encode(), "application/json", "integers in \\[0, 255\\]"),
+    (json.dumps({"images": np.zeros((1, 1, 8, 8), int).tolist()}).encode(), "application/json",
+     "uint8 \\[N, 1, 28, 28\\]"),
+])
+def test_bad_requests_get_400_saying_what_is_expected(served, body, kind, message):
+    _, server = served
+    req = urllib.request.Request(server.url + "/v1/predict", data=body, headers={"Content-Type": kind}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    assert err.value.code == 400
+    assert re.search(message, json.loads(err.value.read())["error"])
+
+
+def test_client_refuses_wrong_shapes_before_sending(served):
+    _, server = served
+    with pytest.raises(ValueError, match="uint8"):
+        HttpBlackBox(server.url).predict(np.zeros((2, 1, 28, 28), np.float32))
+
+
+def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
+    with pytest.raises(TargetNotFound, match="not a run folder"):
+        load_target(tmp_path, torch.device("cpu"))
+    (tmp_path / "config.json").write_text(json.dumps({"config": {}, "dataset": "digits"}))
+    with pytest.raises(TargetNotFound, match="holds no model"):
+        load_target(tmp_path, torch.device("cpu"))
