@@ -24,12 +24,8 @@ def test_config_markdown_lists_every_section():
     assert "`num-server-rounds`" in result.output and "`threat-model`" in result.output
 
 
-def test_reconstruct_attacks_stored_captures_offline(tmp_path, data_root, mnist_or_digits):
-    from simulations.simulate import simulate
-
-    run = simulate({"dataset": mnist_or_digits, "data-root": str(data_root), "output-dir": str(tmp_path),
-                    "num-server-rounds": 1, "theta-steps": 1, "theta-batch-size": 8, "eval-samples": 16,
-                    "channels": 4, "nodes": 2, "samples-per-client": 60, "interceptor": "capture"})
+def test_reconstruct_attacks_stored_captures_offline(tiny_run):
+    run = tiny_run
     assert not (run / "reconstructions" / "wire" / "metrics.jsonl").exists(), "capture mode must not attack"
     result = runner.invoke(app, ["reconstruct", str(run / "captures"), "--no-progress", "--threat-model",
                                  "architecture-only", "--set", "attack-iterations=2", "--set", "attack-prior=pixel",

@@ -1,0 +1,85 @@
+"""Smoke tests of ``archleak amia``, ``serve``, ``amia-scenario`` and ``bench amia`` on one tiny finished search."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from simulations.cli import app
+
+runner = CliRunner()
+FAST = ["--no-progress", "--set", "shadow-size=40", "--set", "shadow-epochs=1", "--set", "attack-epochs=2",
+        "--set", "eval-size=20"]
+
+
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
+
+
+def test_amia_writes_tables_roc_scores_and_config(run, tmp_path):
+    result = runner.invoke(app, ["amia", "--run", str(run), "--out", str(tmp_path / "a"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "D^α (architecture data)" in result.output and "D^θ (weights' data, reference)" in result.output
+    record = json.loads((tmp_path / "a" / "amia.json").read_text())
+    assert {r["members"] for r in record["rows"]} == {"alpha", "alpha-used", "theta"}
+    assert record["config"]["shadow-size"] == 40 and record["seed"] == 0 and "torch" in record["versions"]
+    assert set(record["seconds"]) == {"target", "shadows_and_attack_model", "evaluation"}
+    with np.load(tmp_path / "a" / "scores.npz", allow_pickle=False) as z:
+        assert z["alpha_member"].sum() == len(z["alpha_member"]) // 2 == 20
+    assert (tmp_path / "a" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "a" / "amia.csv").read_text().startswith("members,n,accuracy,advantage")
+
+
+def test_amia_through_the_http_service_scores_the_same(run, tmp_path):
+    runner.invoke(app, ["amia", "--run", str(run), "--out", str(tmp_path / "local"), "--members", "alpha", *FAST])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "simulations.cli", "serve", str(run), "--port", "0"],
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = server.stderr.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, line
+        result = runner.invoke(app, ["amia", "--run", str(run), "--url", url.group(0), "--out", str(tmp_path / "http"),
+                                     "--members", "alpha", *FAST])
+        assert result.exit_code == 0, result.output
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with np.load(tmp_path / "local" / "scores.npz") as a, np.load(tmp_path / "http" / "scores.npz") as b:
+        np.testing.assert_array_equal(a["alpha_score"], b["alpha_score"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--eta", "1.5"], "0 < eta <= 1"),
+    (["--shadow", "resnet"], "known: fixed, searchable"),
+    (["--members", "weights"], "unknown member kind"),
+])
+def test_amia_rejects_bad_input(run, args, message):
+    result = runner.invoke(app, ["amia", "--run", str(run), *args, *FAST])
+    assert result.exit_code != 0 and message in result.output
+
+
+def test_amia_rejects_a_folder_without_a_model(tmp_path):
+    result = runner.invoke(app, ["amia", "--run", str(tmp_path), "--no-progress"])
+    assert result.exit_code != 0 and "not a run folder" in result.output
+
+
+def test_amia_scenario_table5_and_bench(run, tmp_path):
+    result = runner.invoke(app, ["amia-scenario", "table5", "--run", str(run), "--out", str(tmp_path / "t5"),
+                                 "--set", "eta-dataset=digits", *FAST])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "t5" / "table5.json").read_text())["rows"]
+    assert [r["column"] for r in rows] == ["η=1", "η=0.75", "η=0.5", "η=0.25"]
+    assert (tmp_path / "t5" / "eta0.25" / "amia.md").exists()
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "amia", "--run", str(run), "--shadow", "fixed", "--json", str(out),
+                                 *FAST[1:]])
+    assert result.exit_code == 0, result.output
+    case = json.loads(out.read_text())["cases"][0]
+    assert case["shadow"] == "fixed" and 0 <= case["alpha"]["auc"] <= 1 and case["seconds"]["evaluation"] > 0
