@@ -1,7 +1,12 @@
-"""The defenses' run-config section and registry: ``defenses = "dp-sgd-alpha,l2-alpha"`` switches them on."""
+"""The defenses' run-config section and registry: ``defenses = "dp-sgd-alpha,l2-alpha"`` switches them on.
+
+Each defense acts at one stage: the client's α step (``defenses/alpha.py``), the client's reply (Flower mods,
+``defenses/mods.py``), or the server's aggregation (a Flower strategy wrapper).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +27,9 @@ class Defense:
     """A named defense: what it adds to a client's α step, and what it needs from the federation."""
 
     description: str
-    apply: Callable[[AlphaStep, DefenseConfig], None]
+    apply: Callable[[AlphaStep, DefenseConfig], None] = lambda step, cfg: None
     private: bool = False       # True: DP-SGD, accounted per client
+    stage: str = "alpha-step"   # alpha-step, client-reply or server
 
 
 DEFENSES: Registry[Defense] = Registry("defense")
@@ -35,7 +41,8 @@ class DefenseConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     defenses: str = Field("", description="comma list of defenses, empty for none: "
-                                          "dp-sgd-alpha, dp-sgd-alpha-paper, l2-alpha, input-noise")
+                                          "dp-sgd-alpha, dp-sgd-alpha-paper, l2-alpha, input-noise, "
+                                          "local-dp-update, central-dp")
     dp_noise_multiplier: float = Field(1.0, ge=0, description="DP-SGD on α: noise std σ relative to the clip norm")
     dp_clip: float = Field(1.0, gt=0, description="DP-SGD on α: per-sample L2 clip norm C of ∇α")
     dp_delta: float = Field(-1.0, description="DP-SGD on α: δ for ε; -1: 1/|D^α| of each client")
@@ -43,6 +50,13 @@ class DefenseConfig(BaseModel):
     l2_alpha_weight: float = Field(1e-3, ge=0, description="l2-alpha: λ of the penalty λ·Σα² in the α loss")
     input_noise_std: float = Field(0.1, ge=0, description="input-noise: std s of N(0, s²) added to each D^α "
                                                           "sample (pixels in [0, 1]; the paper's N(0, 0.01): 0.1)")
+    update_clip: float = Field(1.0, gt=0, description="local-dp-update, central-dp: L2 clip norm C of a client's "
+                                                       "whole update (α and θ as sent)")
+    ldp_epsilon: float = Field(1.0, gt=0, description="local-dp-update: ε of each release (Flower's LocalDpMod: "
+                                                       "noise std 2C·sqrt(2 ln(1.25/δ))/ε on every coordinate)")
+    central_noise_multiplier: float = Field(1.0, ge=0, description="central-dp: σ; the server adds N(0, (σC/m)²) to "
+                                                                    "the mean of m clipped updates")
+    update_delta: float = Field(1e-5, gt=0, lt=1, description="local-dp-update, central-dp: δ")
 
     @field_validator("defenses")
     @classmethod
@@ -52,7 +66,7 @@ class DefenseConfig(BaseModel):
             DEFENSES.get(name)
         if len(set(names)) != len(names):
             raise ValueError(f"defenses lists a name twice: {value!r}")
-        if sum(DEFENSES.get(n).private for n in names) > 1:
+        if sum(DEFENSES.get(n).private and DEFENSES.get(n).stage == "alpha-step" for n in names) > 1:
             raise ValueError("choose one of dp-sgd-alpha and dp-sgd-alpha-paper")
         return ",".join(names)
 
@@ -73,6 +87,18 @@ class DefenseConfig(BaseModel):
     @property
     def names(self) -> list[str]:
         return [n for n in self.defenses.split(",") if n]
+
+    def stage(self, stage: str) -> list[str]:
+        """The chosen defenses that act at ``stage``."""
+        return [n for n in self.names if DEFENSES.get(n).stage == stage]
+
+    def accounted(self) -> bool:
+        """Whether any chosen defense has a privacy guarantee to account."""
+        return self.dp() is not None or "local-dp-update" in self.names or "central-dp" in self.names
+
+    def ldp_noise_multiplier(self) -> float:
+        """LocalDpMod's noise std over its sensitivity 2C: sqrt(2 ln(1.25/δ))/ε (the classical Gaussian bound)."""
+        return math.sqrt(2 * math.log(1.25 / self.update_delta)) / self.ldp_epsilon
 
     def dp(self) -> DPSGDAlpha | None:
         """The DP-SGD mechanism in force, if any (the paper's preset fixes its own σ and C)."""
@@ -109,18 +135,30 @@ DEFENSES.add("l2-alpha", Defense("λ·Σα² added to the α loss (the paper's L
                                  _set("l2", lambda c: L2Alpha(c.l2_alpha_weight))))
 DEFENSES.add("input-noise", Defense("N(0, s²) added to every D^α sample before the α step (the paper's DP)",
                                     _set("input_noise", lambda c: InputNoise(c.input_noise_std))))
+DEFENSES.add("local-dp-update", Defense(
+    "Flower's LocalDpMod on the client's reply: update clipped to update-clip, Gaussian noise on every coordinate",
+    private=True, stage="client-reply"))
+DEFENSES.add("central-dp", Defense(
+    "Flower's client-side fixed clipping (fixedclipping_mod) + server-side noise on the aggregate "
+    "(DifferentialPrivacyClientSideFixedClipping): the wire carries clipped, un-noised updates",
+    private=True, stage="server"))
 
 register_section("defense", DefenseConfig)
 
 
 def account_round(ledger: PrivacyLedger, defense: DefenseConfig, batch_size: int,
                   clients: list[dict[str, float]]) -> None:
-    """Bookkeeping after a round: each participating client took ``alpha-steps`` DP-SGD steps at q = B/|D^α|."""
+    """Bookkeeping after a round. Per participating client: ``alpha-steps`` DP-SGD steps at q = B/|D^α|, and one
+    LocalDpMod release (noise multiplier std/2C, q = 1), composed in the same history. For central DP: one
+    client-level Gaussian release (σ, q = 1) of the whole federation."""
     dp = defense.dp()
-    if dp is None:
-        return
     for metrics in clients:
-        n = int(metrics["alpha-samples"])
-        delta = defense.dp_delta if defense.dp_delta != -1 else 1.0 / max(n, 1)
-        ledger.record(f"partition-{int(metrics['partition-id'])}", dp.noise_multiplier, batch_size / max(n, 1),
-                      int(metrics["alpha-steps"]), delta)
+        client, n = f"partition-{int(metrics['partition-id'])}", int(metrics["alpha-samples"])
+        dp_delta = defense.dp_delta if defense.dp_delta != -1 else 1.0 / max(n, 1)
+        if dp is not None:
+            ledger.record(client, dp.noise_multiplier, batch_size / max(n, 1), int(metrics["alpha-steps"]), dp_delta)
+        if "local-dp-update" in defense.names:  # ε of the composed history at the smaller δ of the two
+            delta = min(dp_delta, defense.update_delta) if dp is not None else defense.update_delta
+            ledger.record(client, defense.ldp_noise_multiplier(), 1.0, 1, delta)
+    if "central-dp" in defense.names and clients:
+        ledger.record("federation (client-level)", defense.central_noise_multiplier, 1.0, 1, defense.update_delta)

@@ -10,6 +10,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from defenses.config import DefenseConfig
+from defenses.mods import defense_mod
 from fednas.config import parse_app_config, parse_config
 from fednas.evaluation_log import write_alpha_batches
 from fednas.federation import DataChoice, run_client_round
@@ -23,7 +24,7 @@ SEARCH_KEYS = frozenset(f.alias or k for k, f in LocalSearchConfig.model_fields.
 
 def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     """The ClientApp; ``overrides`` replace run-config values (for in-process simulations and tests)."""
-    client = ClientApp()
+    client = ClientApp(mods=[defense_mod(overrides)])
 
     @client.train()
     def train(msg: Message, context: Context) -> Message:

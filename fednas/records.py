@@ -1,46 +1,60 @@
 """Conversions between Flower records and the core's tensors and dicts (the only Flower glue besides the apps).
 
 Wire format of the model state: α tensors travel under their own names (``alpha:<group>``); every float32 θ
-tensor is concatenated into one flat array ``theta:*packed`` whose layout (names and shapes, JSON as uint8)
-travels beside it as ``theta:*layout``. Flower moves each array as its own content-addressed objects, one HTTP
+tensor is concatenated into one flat array whose name carries its layout: ``theta:*packed:<layout>``, the
+names and shapes as JSON, zlib-compressed and base64url-encoded. Every array on the wire is then a float array
+that Flower's update-level mods and strategy wrappers (clipping, noise) may treat as numbers. Flower moves each array as its own content-addressed objects, one HTTP
 request each in deployment, so a supernet's hundreds of small θ tensors would cost hundreds of round trips per
 message; packed, a message is a handful of objects. Anything else (other dtypes) travels unpacked.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
-PACKED = "theta:*packed"
-LAYOUT = "theta:*layout"
+PACKED = "theta:*packed:"
+
+
+def _layout_key(layout: list) -> str:
+    return PACKED + base64.urlsafe_b64encode(zlib.compress(json.dumps(layout).encode(), 9)).decode()
+
+
+def _layout_of(key: str) -> list:
+    try:
+        return json.loads(zlib.decompress(base64.urlsafe_b64decode(key[len(PACKED):])))
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"the packed θ array's name does not hold a readable layout: {exc}") from None
 
 
 def pack_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Named tensors -> α as is, float32 θ as one flat tensor plus its layout."""
+    """Named tensors -> α as is, float32 θ as one flat tensor named by its layout."""
     packable = [k for k, v in state.items() if k.startswith("theta:") and v.dtype == torch.float32]
     out = {k: v.detach().cpu().contiguous() for k, v in state.items() if k not in set(packable)}
     if packable:
-        out[PACKED] = torch.cat([state[k].detach().cpu().reshape(-1) for k in packable])
-        layout = json.dumps([[k, list(state[k].shape)] for k in packable]).encode()
-        out[LAYOUT] = torch.from_numpy(np.frombuffer(layout, dtype=np.uint8).copy())
+        key = _layout_key([[k, list(state[k].shape)] for k in packable])
+        out[key] = torch.cat([state[k].detach().cpu().reshape(-1) for k in packable])
     return out
 
 
 def unpack_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`pack_state`; tensors without a layout pass through unchanged."""
-    if LAYOUT not in tensors:
+    """Inverse of :func:`pack_state`; tensors without a packed array pass through unchanged."""
+    keys = [k for k in tensors if k.startswith(PACKED)]
+    if not keys:
         return dict(tensors)
-    layout = json.loads(bytes(tensors[LAYOUT].numpy().astype(np.uint8)).decode())
-    flat = tensors[PACKED]
+    if len(keys) > 1:
+        raise ValueError(f"{len(keys)} packed θ arrays in one record; expected one")
+    layout, flat = _layout_of(keys[0]), tensors[keys[0]]
     sizes = [int(np.prod(shape)) for _, shape in layout]
     if sum(sizes) != flat.numel():
-        raise ValueError(f"{PACKED} holds {flat.numel()} values but its layout describes {sum(sizes)}")
-    out = {k: v for k, v in tensors.items() if k not in (PACKED, LAYOUT)}
+        raise ValueError(f"the packed θ array holds {flat.numel()} values but its layout describes {sum(sizes)}")
+    out = {k: v for k, v in tensors.items() if k != keys[0]}
     for (name, shape), part in zip(layout, torch.split(flat, sizes), strict=True):
         out[name] = part.reshape(shape)
     return out

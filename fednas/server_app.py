@@ -16,6 +16,7 @@ from attacker.service import InterceptorService
 from attacker.tap import TappedGrid
 from defenses.accounting import PrivacyLedger
 from defenses.config import DefenseConfig, account_round, check_compatible
+from defenses.mods import wrap_strategy
 from fednas.config import parse_app_config
 from fednas.records import from_array_record, to_array_record
 from fednas.run import ServerRun
@@ -43,7 +44,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     strategy = FedDartsAvg(seed=cfg.seed, round_config=run.round_config, round_offset=run.start_round,
                            fraction_train=cfg.fraction_train, min_nodes=cfg.min_nodes)
 
-    ledger = PrivacyLedger(defense.dp_accountant) if defense.dp() is not None else None
+    ledger = PrivacyLedger(defense.dp_accountant) if defense.accounted() else None
 
     def record_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
@@ -57,8 +58,9 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
         return MetricRecord({"test-accuracy": rec["test_accuracy"] or 0.0})
 
     if run.remaining_rounds:
-        strategy.start(grid=grid, initial_arrays=to_array_record(run.global_state()),
-                       num_rounds=run.remaining_rounds, evaluate_fn=record_round)
+        wrap_strategy(strategy, defense, cfg.min_nodes).start(
+            grid=grid, initial_arrays=to_array_record(run.global_state()), num_rounds=run.remaining_rounds,
+            evaluate_fn=record_round)
     summary = run.finish({"privacy": ledger.report()} if ledger is not None else None)
     if service is not None:
         assert isinstance(grid, TappedGrid)

@@ -53,8 +53,10 @@ class FedDartsAvg(FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         absolute = server_round + self.round_offset
+        # the given config first: strategy wrappers (central DP) put their settings there
         record = RecordDict({self.arrayrecord_key: arrays,
-                             self.configrecord_key: to_config_record(self.round_config(absolute))})
+                             self.configrecord_key: to_config_record({**dict(config),
+                                                                      **self.round_config(absolute)})})
         return self._construct_messages(record, self.sample(grid, absolute), MessageType.TRAIN)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]

@@ -72,13 +72,13 @@ def _row(name: str, column: Column, result: AmiaResult, seconds: float) -> dict[
 
 
 def run_scenario(name: str, out: Path, *, run_dir: Path | None, base_run: Mapping[str, Any], amia: AmiaConfig,
-                 clients: int = 2, data_root: str = "",
+                 clients: int = 2, data_root: str = "", only: tuple[str, ...] = (),
                  progress: Callable[[str, int, int], None] = lambda *a: None,
                  log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every column of a scenario; write the table and return its rows."""
     from simulations.simulate import simulate
 
-    columns = SCENARIOS.get(name)
+    columns = [c for c in SCENARIOS.get(name) if not only or c.label in only]
     rows, records = [], []
     for column in columns:
         tick = time.perf_counter()

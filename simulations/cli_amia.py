@@ -122,6 +122,7 @@ def amia_scenario(
     run: Annotated[Path | None, typer.Option(help="attack this run (table4, table5); default: search one first")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("amia-scenarios"),
     clients: Annotated[int, typer.Option(help="clients of the searches this scenario runs")] = 2,
+    columns: Annotated[str, typer.Option(help="only these columns, comma list (e.g. 'P=32,P=64')")] = "",
     seed: Annotated[int, typer.Option(help="the AMIA seed")] = 0,
     run_config: Annotated[list[str], typer.Option("--run-config", help="run-config key=value (TOML) for the "
                                                                       "searches this scenario runs")] = [],  # noqa: B006
@@ -135,7 +136,10 @@ def amia_scenario(
     from simulations.cli_deploy import _toml_pairs
 
     try:
-        SCENARIOS.get(name)
+        known = [c.label for c in SCENARIOS.get(name)]
+        unknown = sorted(set(_parse_list(columns)) - set(known))
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown} of {name}; known: {', '.join(known)}")
         base = _toml_pairs(run_config)
         parse_run_config(base)
     except (ValueError, ConfigError) as exc:
@@ -144,7 +148,7 @@ def amia_scenario(
     tick, bars = _bar() if progress else (lambda *a: None, {})
     folder = resolve_user_path(str(out))
     rows = run_scenario(name, folder, run_dir=run, base_run=base, amia=cfg, clients=clients, data_root=data_root,
-                        progress=tick, log=lambda line: typer.echo(line, err=True))
+                        only=tuple(_parse_list(columns)), progress=tick, log=lambda line: typer.echo(line, err=True))
     for bar in bars.values():
         bar.close()
     typer.echo((folder / f"{name}.md").read_text())
