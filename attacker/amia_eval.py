@@ -57,21 +57,21 @@ def public_knowledge(run_dir: Path, cfg: AmiaConfig, data_root: str = "") -> Pub
                            run_cfg.local_search(), pool)
 
 
-def _target(run_dir: Path, url: str, device: torch.device, data_root: str) -> BlackBox:
-    return HttpBlackBox(url) if url else load_target(run_dir, device, data_root)
+def _target(run_dir: Path, url: str, model: str, device: torch.device, data_root: str) -> BlackBox:
+    return HttpBlackBox(url) if url else load_target(run_dir, device, data_root, model)
 
 
-def evaluate_run(run_dir: Path, cfg: AmiaConfig, *, url: str = "", data_root: str = "", clients: tuple[int, ...] = (),
+def evaluate_run(run_dir: Path, cfg: AmiaConfig, *, url: str = "", model: str = "global", data_root: str = "", clients: tuple[int, ...] = (),
                  kinds: tuple[str, ...] = (), num_clients: int = 0, progress: Progress = lambda *a: None,
                  log: Callable[[str], None] = print) -> AmiaResult:
-    """Run AMIA on ``run_dir``'s global model (in process, or the prediction service at ``url``)."""
+    """Run AMIA on ``run_dir``'s global model or DMP student (in process), or the prediction service at ``url``."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise TargetNotFound(f"{run_dir} is not a run folder (no config.json)")
     device = torch.device(cfg.device)
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    target = _target(run_dir, url, device, data_root)
+    target = _target(run_dir, url, model, device, data_root)
     description = target.info()
     seconds["target"] = time.perf_counter() - tick
 

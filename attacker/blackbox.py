@@ -86,8 +86,13 @@ def model_black_box(model: torch.nn.Module, description: dict[str, Any], device:
     return ModelBlackBox(model, description, device, batch_size)
 
 
-def load_target(run_dir: Path, device: torch.device, data_root: str = "") -> ModelBlackBox:
-    """The global model a federated search left in ``run_dir``: the supernet with its final α and θ.
+TARGETS = ("global", "student")
+
+
+def load_global_model(run_dir: Path, device: torch.device, data_root: str = ""
+                      ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The global model a federated search left in ``run_dir`` (the supernet with its final α and θ), and its
+    public description.
 
     Raises :class:`TargetNotFound` when the folder has no run or no readable checkpoint, and ValueError when
     the checkpoint carries no weights (``share-weights = false``: θ never reached the server).
@@ -121,7 +126,29 @@ def load_target(run_dir: Path, device: torch.device, data_root: str = "") -> Mod
     description = {"run_id": str(meta.get("run_id")), "round": server_round, "dataset": choice.dataset,
                    "num_classes": data.num_classes, "channels": data.channels, "height": data.image_size,
                    "width": data.image_size, "dtype": "uint8", "model": "supernet with final α"}
-    return model_black_box(model, description, device)
+    return model, description
+
+
+STUDENT_FILE = Path("distilled") / "student.safetensors"
+
+
+def load_target(run_dir: Path, device: torch.device, data_root: str = "", model: str = "global") -> ModelBlackBox:
+    """The model a run serves: ``global`` (the searched model) or ``student`` (its DMP-distilled student, written
+    by ``archleak distill``)."""
+    from defenses.distillation import rebuild_student
+    from fednas.storage import load_tensors
+
+    if model not in TARGETS:
+        raise ValueError(f"unknown target model {model!r}; known: {', '.join(TARGETS)}")
+    network, description = load_global_model(run_dir, device, data_root)
+    if model == "student":
+        path = Path(run_dir) / STUDENT_FILE
+        if not path.exists():
+            raise TargetNotFound(f"{path} does not exist: run 'archleak distill {run_dir}' first")
+        state, meta = load_tensors(path)
+        network = rebuild_student(meta, state, device)
+        description["model"] = f"DMP student ({meta['student']}) of the searched model"
+    return model_black_box(network, description, device)
 
 
 class HttpBlackBox:

@@ -11,7 +11,7 @@ import typer
 from fednas.config import SECTIONS, parse_app_config, resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
-from simulations.cli_amia import amia, amia_scenario, bench_amia, serve
+from simulations.cli_amia import amia, amia_scenario, bench_amia, distill_command, serve
 from simulations.cli_attack import bench_adra, emit_figures, reconstruct
 from simulations.cli_deploy import (
     bench_defenses,
@@ -103,6 +103,7 @@ app.command("reconstruct")(reconstruct)
 app.command("amia")(amia)
 app.command("amia-scenario")(amia_scenario)
 app.command("serve")(serve)
+app.command("distill")(distill_command)
 bench_app.command("amia")(bench_amia)
 bench_app.command("adra")(bench_adra)
 bench_app.command("deploy")(bench_deploy)

@@ -42,6 +42,7 @@ def amia(
     seed: Annotated[int, typer.Option(help="the AMIA seed")] = 0,
     url: Annotated[str, typer.Option(help="query this prediction service (archleak serve) instead of loading the "
                                           "model in process")] = "",
+    model: Annotated[str, typer.Option(help="in process: global (the searched model) or student (DMP)")] = "global",
     members: Annotated[str, typer.Option(help="member kinds, comma list of alpha, alpha-used, theta (default: all)")] = "",
     clients: Annotated[str, typer.Option(help="partition ids whose data are the members (default: all)")] = "",
     num_clients: Annotated[int, typer.Option(help="clients of the run, when its evaluation log does not say")] = 0,
@@ -56,10 +57,11 @@ def amia(
     from attacker.blackbox import TargetNotFound
 
     cfg = amia_config(shadow, shadows, eta, seed, settings)
-    folder = out or run / "amia" / f"{cfg.shadow}-eta{cfg.eta:g}-seed{cfg.seed}"
+    suffix = "" if model == "global" else f"-{model}"
+    folder = out or run / "amia" / f"{cfg.shadow}-eta{cfg.eta:g}-seed{cfg.seed}{suffix}"
     tick, bars = _bar() if progress else (lambda *a: None, {})
     try:
-        result = evaluate_run(run, cfg, url=url, data_root=data_root, clients=tuple(_parse_list(clients, int)),
+        result = evaluate_run(run, cfg, url=url, model=model, data_root=data_root, clients=tuple(_parse_list(clients, int)),
                               kinds=tuple(_parse_list(members)), num_clients=num_clients, progress=tick,
                               log=lambda line: typer.echo(line, err=True))
     except (TargetNotFound, ValueError) as exc:
@@ -77,6 +79,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8080,
     data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    model: Annotated[str, typer.Option(help="global (the searched model) or student (after archleak distill)")] = "global",
 ) -> None:
     """Serve the run's global model as a prediction API (GET /v1/info, POST /v1/predict) until Ctrl-C."""
     import torch
@@ -85,7 +88,7 @@ def serve(
     from attacker.serve import PredictionServer
 
     try:
-        target = load_target(run, torch.device(device), data_root)
+        target = load_target(run, torch.device(device), data_root, model)
     except (TargetNotFound, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     server = PredictionServer((host, port), target)
@@ -153,3 +156,33 @@ def amia_scenario(
         bar.close()
     typer.echo((folder / f"{name}.md").read_text())
     typer.echo(f"{len(rows)} column(s); results in {folder}")
+
+
+def distill_command(
+    run: Annotated[Path, typer.Argument(help="the run folder whose global model is the teacher")],
+    data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    settings: Annotated[list[str], typer.Option("--set", help="DMP key=value, e.g. keep-fraction=0.3")] = [],  # noqa: B006
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """DMP: train a student on the teacher's soft labels of low-entropy public data; writes RUN/distilled/."""
+    import torch
+
+    from attacker.blackbox import TargetNotFound
+    from defenses.distill_run import distill_run
+    from defenses.distillation import DistillConfig
+    from simulations.cli_attack import _settings
+
+    cfg = _settings(DistillConfig, {}, settings)
+    tick, bars = _bar() if progress else (lambda *a: None, {})
+    try:
+        record = distill_run(run, cfg, torch.device(device), data_root, lambda d, t: tick("student", d, t))
+    except (TargetNotFound, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for bar in bars.values():
+        bar.close()
+    typer.echo(f"student ({cfg.student}) trained on {record['kept']} of {record['reference']} public samples: "
+               f"test accuracy {record['student_test_accuracy']:.3f} (teacher {record['teacher_test_accuracy']:.3f}); "
+               f"{record['seconds']:.1f}s")
+    typer.echo(f"serve it with: archleak serve {run} --model student; attack it with: archleak amia --run {run} "
+               "--model student")

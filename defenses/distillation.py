@@ -1,0 +1,180 @@
+"""Model distillation against membership inference (DMP, Shejwalkar and Houmansadr), the paper's MD defense.
+
+The searched model is the teacher. It labels an unlabelled public reference set. Its lowest-entropy answers are
+kept: those are the samples whose labels reveal least about any private training point. A student is trained only
+on those samples and only on the teacher's soft labels, and the student is what gets served. The student never
+sees private data, or the true labels of the reference set.
+
+The reference set is the public half of the run's held-back population, the same half that the AMIA attacker holds
+at the same seed. The student therefore never sees D^α, D^θ or AMIA's non-members. Student kinds:
+  searched  the teacher's architecture (the supernet with the teacher's final α, frozen) with fresh weights
+  resnet    a ResNet-8, a concise fixed student
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from fednas.batches import BatchSampler, ImageSet
+from fednas.registry import Registry
+from fednas.search import kebab
+
+
+@dataclass(frozen=True)
+class StudentKind:
+    """How to make a fresh student from the teacher, and how to rebuild a saved one from its metadata."""
+
+    make: Callable[[nn.Module, torch.Generator, torch.device], nn.Module]
+    rebuild: Callable[[dict], nn.Module]
+
+
+STUDENTS: Registry[StudentKind] = Registry("student kind")
+
+
+class DistillConfig(BaseModel):
+    """DMP settings; saved with the student."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
+
+    seed: int = Field(0, ge=0, description="drives the reference split, the student's init and its batches")
+    student: str = Field("searched", description="student kind: searched (teacher's α, fresh θ) or resnet")
+    keep_fraction: float = Field(0.5, gt=0, le=1, description="share of the reference set kept: the lowest "
+                                                                 "teacher-entropy samples")
+    epochs: int = Field(10, ge=1, description="student training epochs")
+    batch_size: int = Field(32, ge=1, description="student batch size")
+    lr: float = Field(0.05, gt=0, description="student learning rate (SGD, momentum 0.9, cosine decay)")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the teacher's soft labels")
+
+    @field_validator("student")
+    @classmethod
+    def _known_student(cls, value: str) -> str:
+        STUDENTS.get(value)
+        return value
+
+
+@torch.no_grad()
+def soft_labels(teacher: nn.Module, images: torch.Tensor, temperature: float, device: torch.device,
+                batch_size: int = 256) -> torch.Tensor:
+    """The teacher's softmax(logits / T) on uint8 images, float32 [N, K]."""
+    teacher.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device, torch.float32) / 255.0
+        out.append(torch.softmax(teacher(x).double() / temperature, dim=1).float().cpu())
+    return torch.cat(out)
+
+
+def low_entropy(probs: torch.Tensor, keep_fraction: float) -> np.ndarray:
+    """Positions of the ``keep_fraction`` lowest-entropy rows (ties by position), sorted."""
+    entropy = -(probs.double() * probs.double().clamp_min(1e-30).log()).sum(1)
+    keep = max(1, round(keep_fraction * len(probs)))
+    return np.sort(np.argsort(entropy.numpy(), kind="stable")[:keep])
+
+
+@dataclass
+class Distilled:
+    student: nn.Module
+    reference_ids: np.ndarray   # dataset ids the student was trained on (all public)
+    targets: torch.Tensor       # the teacher's soft labels for them
+
+
+def distill(teacher: nn.Module, reference: ImageSet, cfg: DistillConfig, generator: torch.Generator,
+            device: torch.device, progress: Callable[[int, int], None] = lambda done, total: None,
+            on_batch: Callable[[np.ndarray, torch.Tensor], None] = lambda ids, targets: None) -> Distilled:
+    """Train a student on the teacher's soft labels of the low-entropy part of ``reference``.
+
+    ``on_batch`` sees every training batch's dataset ids and targets (for logging and tests).
+    """
+    probs = soft_labels(teacher, reference.images, cfg.temperature, device)
+    kept = low_entropy(probs, cfg.keep_fraction)
+    data = ImageSet(reference.images[torch.as_tensor(kept)], reference.labels[torch.as_tensor(kept)],
+                    reference.ids[kept])
+    targets = probs[torch.as_tensor(kept)]
+    student = STUDENTS.get(cfg.student).make(teacher, generator, device)
+    sampler = BatchSampler(len(data), min(cfg.batch_size, len(data)), generator)
+    steps = cfg.epochs * sampler.batches_per_epoch()
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    student.train()
+    for step in range(steps):
+        positions = next(sampler)
+        x = data.images[positions].to(device, torch.float32) / 255.0   # the true labels are never read
+        y = targets[positions].to(device)
+        on_batch(data.ids[positions.numpy()], y)
+        loss = F.kl_div(F.log_softmax(student(x) / cfg.temperature, dim=1), y, reduction="batchmean")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        progress(step + 1, steps)
+    student.eval()
+    return Distilled(student, data.ids.copy(), targets)
+
+
+def _fork_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+def _normalisation(model: nn.Module) -> tuple[list[float], list[float]]:
+    return model.input_mean.flatten().tolist(), model.input_std.flatten().tolist()  # type: ignore[union-attr]
+
+
+def student_meta(student: nn.Module, kind: str, teacher: nn.Module) -> dict:
+    """What :func:`rebuild_student` needs, as JSON."""
+    mean, std = _normalisation(teacher)
+    return {"student": kind, "spec": teacher.spec.model_dump(mode="json"), "mean": mean, "std": std}  # type: ignore[union-attr]
+
+
+def rebuild_student(meta: dict, state: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
+    """A saved student, ready to answer queries (eval mode)."""
+    model = STUDENTS.get(meta["student"]).rebuild(meta)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _make_searched(teacher: nn.Module, generator: torch.Generator, device: torch.device) -> nn.Module:
+    """The teacher's searched architecture (its α, frozen) with freshly initialised weights."""
+    from fednas.supernet import SuperNet, build_supernet
+
+    if not isinstance(teacher, SuperNet):
+        raise TypeError("student 'searched' needs a supernet teacher; use student = resnet")
+    mean, std = _normalisation(teacher)
+    student = build_supernet(teacher.spec, mean, std, generator, device)
+    with torch.no_grad():
+        for group, alpha in teacher.alphas.items():
+            student.alphas[group].copy_(alpha)
+            student.alphas[group].requires_grad_(False)
+    return student
+
+
+def _rebuild_searched(meta: dict) -> nn.Module:
+    from fednas.search_space import SupernetSpec
+    from fednas.supernet import SuperNet
+
+    return SuperNet(SupernetSpec.model_validate(meta["spec"]), meta["mean"], meta["std"])
+
+
+def _rebuild_resnet(meta: dict) -> nn.Module:
+    from attacker.shadow import ResNet
+
+    spec = meta["spec"]
+    return ResNet(8, spec["in_channels"], spec["num_classes"], meta["mean"], meta["std"])
+
+
+def _make_resnet(teacher: nn.Module, generator: torch.Generator, device: torch.device) -> nn.Module:
+    """A ResNet-8 with the teacher's input normalisation."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_fork_seed(generator))
+        return _rebuild_resnet(student_meta(teacher, "resnet", teacher)).to(device)
+
+
+STUDENTS.add("searched", StudentKind(_make_searched, _rebuild_searched))
+STUDENTS.add("resnet", StudentKind(_make_resnet, _rebuild_resnet))
