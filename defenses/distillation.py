@@ -45,9 +45,9 @@ class DistillConfig(BaseModel):
 
     seed: int = Field(0, ge=0, description="drives the reference split, the student's init and its batches")
     student: str = Field("searched", description="student kind: searched (teacher's α, fresh θ) or resnet")
-    keep_fraction: float = Field(0.5, gt=0, le=1, description="share of the reference set kept: the lowest "
+    keep_fraction: float = Field(0.25, gt=0, le=1, description="share of the reference set kept: the lowest "
                                                                  "teacher-entropy samples")
-    epochs: int = Field(10, ge=1, description="student training epochs")
+    epochs: int = Field(3, ge=1, description="student training epochs")
     batch_size: int = Field(32, ge=1, description="student batch size")
     lr: float = Field(0.05, gt=0, description="student learning rate (SGD, momentum 0.9, cosine decay)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the teacher's soft labels")

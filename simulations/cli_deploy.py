@@ -177,9 +177,14 @@ def defend_eval_command(
     run_config: Annotated[list[str], typer.Option("--run-config", help="app key=value (TOML value), repeatable")] = [],  # noqa: B006
     out: Annotated[str, typer.Option(help="output folder (relative: under $ARCHLEAK_HOME, else ~/archleak)")] =
         "defend-eval",
+    amia: Annotated[bool, typer.Option(help="also run AMIA (fixed shadow) against each case's served model")] = True,
+    amia_settings: Annotated[list[str], typer.Option("--amia-set", help="AMIA key=value, e.g. shadow-size=200")] = [],  # noqa: B006
+    distill_settings: Annotated[list[str], typer.Option("--distill-set", help="DMP key=value for the md case")] = [],  # noqa: B006
 ) -> None:
-    """Run the same seeded federation with each defense and without, attack each, write the defense table
-    (Markdown, CSV, privacy-utility plot, JSON)."""
+    """Run the same seeded federation with each defense and without, attack each (ADRA on the wire, AMIA on the
+    served model), write the defense table (Markdown, CSV, privacy-utility plot, JSON)."""
+    from attacker.amia import AmiaConfig
+    from defenses.distillation import DistillConfig
     from simulations.defend_eval import CASES, defend_eval
 
     chosen = {}
@@ -189,8 +194,10 @@ def defend_eval_command(
         chosen[name] = CASES[name]
     base = {"num-server-rounds": rounds, **_toml_pairs(run_config)}
     folder = resolve_user_path(out)
+    amia_cfg = _settings(AmiaConfig, {}, amia_settings).model_dump(by_alias=True) if amia else None
+    distill_cfg = _settings(DistillConfig, {}, distill_settings).model_dump(by_alias=True)
     try:
-        report = defend_eval(base, chosen, clients, folder)
+        report = defend_eval(base, chosen, clients, folder, amia_cfg, distill_cfg)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo((folder / "defenses.md").read_text())

@@ -26,10 +26,16 @@ CASES: dict[str, dict[str, Any]] = {
     "dp-sgd-alpha σ=1": {"defenses": "dp-sgd-alpha", "dp-noise-multiplier": 1.0, "dp-clip": 1.0},
     "l2-alpha λ=0.01": {"defenses": "l2-alpha", "l2-alpha-weight": 0.01},
     "input-noise s=0.1": {"defenses": "input-noise", "input-noise-std": 0.1},
+    "local-dp-update ε=8": {"defenses": "local-dp-update", "update-clip": 1.0, "ldp-epsilon": 8.0},
+    "central-dp σ=1": {"defenses": "central-dp", "update-clip": 1.0, "central-noise-multiplier": 1.0},
+    "md (DMP student)": {},
 }
+# cases applied after training to the undefended run (the same federation): the served model changes
+POST_TRAINING = {"md (DMP student)": "student"}
+AMIA_KEYS = ("amia_accuracy", "amia_auc", "amia_tpr1", "amia_theta_auc")
 COLUMNS = ("defense", "test_accuracy", "d_test_accuracy", "recognised", "d_recognised", "identified",
-           "d_identified", "label", "d_label", "psnr", "d_psnr", "ssim", "d_ssim", "epsilon", "wall_s",
-           "wall_ratio")
+           "d_identified", "label", "d_label", "psnr", "d_psnr", "ssim", "d_ssim", "amia_accuracy", "d_amia_accuracy",
+           "amia_auc", "d_amia_auc", "amia_tpr1", "amia_theta_auc", "epsilon", "wall_s", "wall_ratio")
 
 
 def run_case(label: str, overrides: Mapping[str, Any], base: Mapping[str, Any], clients: int,
@@ -61,6 +67,10 @@ def table_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for k in ("recognised", "identified", "label", "psnr", "ssim"):
             row[k] = r["attack"].get(k)
             row[f"d_{k}"] = _delta(row[k], ref["attack"].get(k))
+        for k in AMIA_KEYS:
+            row[k] = r.get("amia", {}).get(k)
+        for k in ("amia_accuracy", "amia_auc"):
+            row[f"d_{k}"] = _delta(row[k], ref.get("amia", {}).get(k))
         rows.append(row)
     return rows
 
@@ -79,19 +89,24 @@ def _fmt(value: Any) -> str:
 
 def markdown(rows: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]) -> str:
     head = ("| defense | test acc (Δ) | ADRA recognised (Δ) | identified (Δ) | label (Δ) | PSNR (Δ) | SSIM (Δ) "
-            "| ε | wall s (×) |\n|---|---|---|---|---|---|---|---|---|")
+            "| AMIA acc (Δ) | AMIA AUC (Δ) | TPR@1%FPR | D^θ AUC | ε | wall s (×) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         pair = [f"{_fmt(r[k])} ({_signed(r['d_' + k])})" for k in
-                ("test_accuracy", "recognised", "identified", "label", "psnr", "ssim")]
+                ("test_accuracy", "recognised", "identified", "label", "psnr", "ssim", "amia_accuracy", "amia_auc")]
         lines.append(f"| {r['defense']} | " + " | ".join(pair)
-                     + f" | {_fmt(r['epsilon'])} | {r['wall_s']:.1f} ({r['wall_ratio']:.2f}×) |")
+                     + f" | {_fmt(r['amia_tpr1'])} | {_fmt(r['amia_theta_auc'])} | {_fmt(r['epsilon'])} "
+                     f"| {r['wall_s']:.1f} ({r['wall_ratio']:.2f}×) |")
     base = results[0]["baseline"]
     lines.append(f"\nLabel-only baseline (undefended run): recognised {_fmt(base.get('recognised'))}, "
                  f"identified {_fmt(base.get('identified'))}, SSIM {_fmt(base.get('ssim'))}; chance: "
                  f"{results[0]['chance']}.")
     lines.append("TLS (deployment, `archleak deploy local --tls`): the on-path proxy stores 0 captures; the "
                  "attack has nothing to work on, at no accuracy cost.")
+    lines.append("AMIA: members are D^α of every client, non-members the held-back population (fixed shadow); "
+                 "D^θ AUC is the same attack against the weights' data. MD attacks the DMP student of the "
+                 "undefended run; its ADRA columns are those of that run (distillation happens after training).")
     return "\n".join(lines) + "\n"
 
 
@@ -135,18 +150,54 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def post_training_case(label: str, reference: Mapping[str, Any], distill_settings: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """MD: distil the undefended run's model; the served model is the student, the wire is unchanged."""
+    import torch
+
+    from defenses.distill_run import distill_run
+    from defenses.distillation import DistillConfig
+
+    record = distill_run(Path(reference["run_dir"]), DistillConfig.model_validate(dict(distill_settings)),
+                         torch.device("cpu"))
+    return {**reference, "defense": label, "model": POST_TRAINING[label], "wall_s": reference["wall_s"]
+            + record["seconds"], "test_accuracy": record["student_test_accuracy"], "distill": record}
+
+
+def amia_figures(result: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """AMIA (fixed shadow) against the case's served model: D^α members, and D^θ as the reference."""
+    from attacker.amia import AmiaConfig
+    from attacker.amia_eval import evaluate_run
+
+    amia = evaluate_run(Path(result["run_dir"]), AmiaConfig.model_validate(dict(settings)),
+                        model=result.get("model", "global"), kinds=("alpha", "theta"), log=lambda line: None)
+    alpha, theta = amia.metrics["alpha"], amia.metrics["theta"]
+    return {"amia_accuracy": alpha.accuracy, "amia_auc": alpha.auc, "amia_tpr1": alpha.tpr_at_1pct_fpr,
+            "amia_theta_auc": theta.auc, "seconds": amia.seconds}
+
+
 def defend_eval(base: Mapping[str, Any], cases: Mapping[str, Mapping[str, Any]], clients: int,
-                out: Path) -> dict[str, Any]:
+                out: Path, amia: Mapping[str, Any] | None = None,
+                distill: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every case, attacked by ADRA (from the wire) and, unless ``amia`` is None, by AMIA (settings)."""
     if "none" not in cases:
         raise ValueError("the cases must include 'none' (the reference for every delta)")
     order = ["none", *[c for c in cases if c != "none"]]
-    results = [run_case(name, cases[name], base, clients, out / _slug(name)) for name in order]
+    results = []
+    for name in order:
+        if name in POST_TRAINING:
+            results.append(post_training_case(name, results[0], distill or {}))
+        else:
+            results.append(run_case(name, cases[name], base, clients, out / _slug(name)))
+        if amia is not None:
+            results[-1]["amia"] = amia_figures(results[-1], amia)
     rows = table_rows(results)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "defenses.md", markdown(rows, results).encode())
     atomic_write_bytes(out / "defenses.csv", write_csv(rows))
     plot(rows, out / "privacy-utility.png")
     report = {"rows": rows, "results": results, "clients": clients, "seed": base.get("seed", 0),
+              "amia": dict(amia) if amia is not None else None, "distill": dict(distill or {}),
               "versions": package_versions()}
     atomic_write_json(out / "defend-eval.json", report)
     return report

@@ -19,11 +19,20 @@ def test_defend_eval_writes_the_table_with_deltas_epsilon_and_plot(tmp_path, dat
     out = tmp_path / "eval"
     config = [f"dataset='{mnist_or_digits}'", f"data-root='{data_root}'", "theta-steps=1", "eval-samples=32",
               "channels=4", "nodes=2", "samples-per-client=64", "attack-iterations=5", "attack-aux-samples=200"]
-    result = runner.invoke(app, ["defend-eval", "--cases", "none,dp-sgd-alpha-paper", "--rounds", "2",
-                                 "--out", str(out), *[a for c in config for a in ("--run-config", c)]])
+    amia = ["shadow-size=40", "shadow-epochs=1", "attack-epochs=2", "eval-size=20"]
+    result = runner.invoke(app, ["defend-eval", "--cases", "none,dp-sgd-alpha-paper,md (DMP student)", "--rounds", "2",
+                                 "--out", str(out), *[a for c in config for a in ("--run-config", c)],
+                                 *[a for c in amia for a in ("--amia-set", c)], "--distill-set", "epochs=1",
+                                 "--distill-set", "keep-fraction=0.02"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "defenses.csv").open()))
-    assert [r["defense"] for r in rows] == ["none", "dp-sgd-alpha-paper"]
+    assert [r["defense"] for r in rows] == ["none", "dp-sgd-alpha-paper", "md (DMP student)"]
+    for row in rows:
+        assert 0 <= float(row["amia_auc"]) <= 1 and 0 <= float(row["amia_theta_auc"]) <= 1
+    assert float(rows[0]["d_amia_auc"]) == 0.0
+    md = json.loads((out / "defend-eval.json").read_text())["results"][2]
+    assert md["run_dir"] == json.loads((out / "defend-eval.json").read_text())["results"][0]["run_dir"]
+    assert md["model"] == "student" and md["distill"]["kept"] > 0  # the undefended run's DMP student is attacked
     assert rows[0]["epsilon"] == "" and float(rows[1]["epsilon"]) > 0
     assert float(rows[0]["d_test_accuracy"]) == 0.0 and rows[1]["recognised"] != ""
     assert (out / "privacy-utility.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
