@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.distillation import DistillConfig, distill, low_entropy, rebuild_student, soft_labels, student_meta
+from defenses.distillation import (
+    DistillConfig,
+    distill,
+    low_entropy,
+    rebuild_student,
+    soft_labels,
+    student_meta,
+)
 from fednas.batches import ImageSet
 from fednas.search_space import SupernetSpec
 from fednas.supernet import build_supernet
