@@ -1,7 +1,8 @@
 """Model distillation against membership inference (DMP, Shejwalkar and Houmansadr), the paper's MD defense.
 
 The searched model is the teacher. It labels an unlabelled public reference set. Its lowest-entropy answers are
-kept: those are the samples whose labels reveal least about any private training point. A student is trained only
+kept (per predicted class, so that every class stays represented): those are the samples whose labels reveal
+least about any private training point. A student is trained only
 on those samples and only on the teacher's soft labels, and the student is what gets served. The student never
 sees private data, or the true labels of the reference set.
 
@@ -72,10 +73,18 @@ def soft_labels(teacher: nn.Module, images: torch.Tensor, temperature: float, de
 
 
 def low_entropy(probs: torch.Tensor, keep_fraction: float) -> np.ndarray:
-    """Positions of the ``keep_fraction`` lowest-entropy rows (ties by position), sorted."""
-    entropy = -(probs.double() * probs.double().clamp_min(1e-30).log()).sum(1)
-    keep = max(1, round(keep_fraction * len(probs)))
-    return np.sort(np.argsort(entropy.numpy(), kind="stable")[:keep])
+    """Positions of the lowest-entropy ``keep_fraction`` of the rows *within each predicted class* (at least one
+    per class), sorted. Per class, so that a teacher that is most sure of a few classes does not leave the
+    student with only those."""
+    p = probs.double()
+    entropy = (-(p * p.clamp_min(1e-30).log()).sum(1)).numpy()
+    predicted = p.argmax(1).numpy()
+    kept = []
+    for c in np.unique(predicted):
+        rows = np.nonzero(predicted == c)[0]
+        keep = max(1, round(keep_fraction * len(rows)))
+        kept.append(rows[np.argsort(entropy[rows], kind="stable")[:keep]])
+    return np.sort(np.concatenate(kept))
 
 
 @dataclass

@@ -17,10 +17,10 @@ from fednas.search_space import SupernetSpec
 from fednas.supernet import build_supernet
 
 
-def test_low_entropy_keeps_the_most_confident_rows():
-    probs = torch.tensor([[0.5, 0.5], [0.99, 0.01], [0.7, 0.3], [0.01, 0.99]])
-    assert low_entropy(probs, 0.5).tolist() == [1, 3]
-    assert low_entropy(probs, 0.75).tolist() == [1, 2, 3]
+def test_low_entropy_keeps_the_most_confident_rows_of_each_predicted_class():
+    probs = torch.tensor([[0.6, 0.4], [0.99, 0.01], [0.7, 0.3], [0.9, 0.1], [0.45, 0.55], [0.2, 0.8]])
+    assert low_entropy(probs, 0.5).tolist() == [1, 3, 5]       # class 0: 2 of 4, class 1: 1 of 2
+    assert low_entropy(probs, 0.75).tolist() == [1, 2, 3, 4, 5]  # class 0: 3 of 4, class 1: both
 
 
 @pytest.fixture(scope="module")
