@@ -14,6 +14,7 @@ candidate's label anyway).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -145,6 +146,7 @@ class FittedAttack:
     top_k: int
     shadow_member_rate: float  # training accuracy of the attack model on the shadows' answers
     shadow_train_accuracy: list[float]
+    seconds: dict[str, float]  # shadow training (or search) and attack-model training
 
 
 def shadow_splits(pool: ImageSet, cfg: AmiaConfig, generator: torch.Generator) -> list[tuple[ImageSet, ImageSet]]:
@@ -171,6 +173,7 @@ def fit_attack(public: PublicKnowledge, cfg: AmiaConfig, generator: torch.Genera
                progress: Progress = lambda *a: None) -> FittedAttack:
     """Train ``cfg.shadows`` shadows on the attacker's pool, then the attack model on their answers."""
     feats, labels, train_acc = [], [], []
+    tick = time.perf_counter()
     for inside, outside in shadow_splits(public.pool, cfg, generator):
         shadow: Shadow = SHADOWS.get(cfg.shadow)(public, inside, outside, cfg.training(), generator, device,
                                                  progress)
@@ -181,10 +184,13 @@ def fit_attack(public: PublicKnowledge, cfg: AmiaConfig, generator: torch.Genera
         p = shadow.box.predict(members.images.numpy())
         train_acc.append(float((p.argmax(1) == members.labels.numpy()).mean()))
     x, y = np.concatenate(feats), np.concatenate(labels)
+    seconds = {"shadows": time.perf_counter() - tick}
+    tick = time.perf_counter()
     model = train_attack_model(x, y, cfg, generator, progress)
+    seconds["attack_model"] = time.perf_counter() - tick
     with torch.no_grad():
         rate = float(((model(torch.as_tensor(x, dtype=torch.float32)) > 0).numpy() == y).mean())
-    return FittedAttack(model, cfg.features, cfg.top_k, rate, train_acc)
+    return FittedAttack(model, cfg.features, cfg.top_k, rate, train_acc, seconds)
 
 
 def _head(data: ImageSet, n: int) -> ImageSet:

@@ -88,11 +88,9 @@ def evaluate_run(run_dir: Path, cfg: AmiaConfig, *, url: str = "", model: str = 
         notes.append("no α batches in the evaluation-only log: the 'alpha-used' members are left out")
         sets = membership_sets(facts, labels, cfg.eval_size, cfg.seed, clients, ("alpha", "theta"))
 
-    tick = time.perf_counter()
     public = public_knowledge(run_dir, cfg, data_root)
-    gen = generator(cfg.seed, AMIA_STREAM)
-    attack = fit_attack(public, cfg, gen, device, progress)
-    seconds["shadows_and_attack_model"] = time.perf_counter() - tick
+    attack = fit_attack(public, cfg, generator(cfg.seed, AMIA_STREAM), device, progress)
+    seconds.update(attack.seconds)
     log(f"archleak: attack model fitted on {cfg.shadows} {cfg.shadow} shadow(s) "
         f"(shadow train accuracy {np.mean(attack.shadow_train_accuracy):.3f}, "
         f"attack accuracy on shadow answers {attack.shadow_member_rate:.3f})")

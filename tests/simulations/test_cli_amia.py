@@ -29,7 +29,7 @@ def test_amia_writes_tables_roc_scores_and_config(run, tmp_path):
     record = json.loads((tmp_path / "a" / "amia.json").read_text())
     assert {r["members"] for r in record["rows"]} == {"alpha", "alpha-used", "theta"}
     assert record["config"]["shadow-size"] == 40 and record["seed"] == 0 and "torch" in record["versions"]
-    assert set(record["seconds"]) == {"target", "shadows_and_attack_model", "evaluation"}
+    assert set(record["seconds"]) == {"target", "shadows", "attack_model", "evaluation"}
     with np.load(tmp_path / "a" / "scores.npz", allow_pickle=False) as z:
         assert z["alpha_member"].sum() == len(z["alpha_member"]) // 2 == 20
     assert (tmp_path / "a" / "roc.png").read_bytes()[:4] == b"\x89PNG"
