@@ -55,6 +55,9 @@ def summary_table(summary: Mapping[str, Any]) -> list[list[str]]:
     """Rows: criterion, attack, label-only baseline, chance."""
     attack, base, chance = summary.get("attack", {}), summary.get("baseline", {}), summary.get("chance", {})
     rows = [["criterion", "attack", "label-only baseline", "chance"]]
+    if "wire" in summary:
+        wire = summary["wire"]
+        rows.append(["exchanges seen (with a client update)", f"{wire['exchanges']} ({wire['with_update']})", "", ""])
     for key in ("recognised", "identified", "ssim>=0.5", "label", "psnr", "ssim", "mse"):
         if key in attack or key in base:
             rows.append([f"SR ({key})" if key in ("recognised", "identified", "ssim>=0.5") else key,

@@ -230,7 +230,11 @@ class Interceptor:
             attack["label"] = float(np.mean([m["label_correct"] for m in images]))
             base["label"] = attack["label"]
         secs = [r["seconds_per_image"] for r in lines]
+        records = list(self.store.records())
+        with_update = sum(1 for r in records if r.reply_blob)
+        wire = {"exchanges": len(records), "with_update": with_update, "without_update": len(records) - with_update}
         return {"threat_model": self.settings.threat_model, "captures": len(lines), "images_scored": len(images),
+                "wire": wire,
                 "attack": attack, "baseline": base, "chance": chance(self.public.spec.num_classes),
                 "seconds_per_image": float(np.mean(secs)) if secs else None, "stats": dict(self.stats),
                 "settings": self.settings.attack().model_dump(by_alias=True)}

@@ -42,7 +42,7 @@ class DefenseConfig(BaseModel):
 
     defenses: str = Field("", description="comma list of defenses, empty for none: "
                                           "dp-sgd-alpha, dp-sgd-alpha-paper, l2-alpha, input-noise, "
-                                          "local-dp-update, central-dp")
+                                          "local-dp-update, central-dp, secagg-plus")
     dp_noise_multiplier: float = Field(1.0, ge=0, description="DP-SGD on α: noise std σ relative to the clip norm")
     dp_clip: float = Field(1.0, gt=0, description="DP-SGD on α: per-sample L2 clip norm C of ∇α")
     dp_delta: float = Field(-1.0, description="DP-SGD on α: δ for ε; -1: 1/|D^α| of each client")
@@ -57,6 +57,8 @@ class DefenseConfig(BaseModel):
     central_noise_multiplier: float = Field(1.0, ge=0, description="central-dp: σ; the server adds N(0, (σC/m)²) to "
                                                                     "the mean of m clipped updates")
     update_delta: float = Field(1e-5, gt=0, lt=1, description="local-dp-update, central-dp: δ")
+    secagg_clip: float = Field(8.0, gt=0, description="secagg-plus: every coordinate sent is clipped to ±this before "
+                                                        "quantisation (2^22 levels)")
 
     @field_validator("defenses")
     @classmethod
@@ -116,6 +118,12 @@ class DefenseConfig(BaseModel):
 
 def check_compatible(defense: DefenseConfig, batchnorm: bool) -> None:
     """Combinations that cannot work, refused before training starts."""
+    if "secagg-plus" in defense.names:
+        clash = [n for n in defense.names if DEFENSES.get(n).private]
+        if clash:
+            raise ConfigError(f"secagg-plus hides every client's update and metrics from the server, so {', '.join(clash)} "
+                              "cannot be accounted per client (and central-dp needs the Message-API strategy); "
+                              "allowed with secagg-plus: l2-alpha, input-noise")
     if defense.dp() is not None and batchnorm:
         raise ConfigError("dp-sgd-alpha needs per-sample gradients, which batch statistics mix across samples: "
                           "set batchnorm = false (the default) or drop dp-sgd-alpha")
@@ -138,6 +146,9 @@ DEFENSES.add("input-noise", Defense("N(0, s²) added to every D^α sample before
 DEFENSES.add("local-dp-update", Defense(
     "Flower's LocalDpMod on the client's reply: update clipped to update-clip, Gaussian noise on every coordinate",
     private=True, stage="client-reply"))
+DEFENSES.add("secagg-plus", Defense(
+    "Flower's SecAgg+ (legacy strategy path): the server and the wire see only masked, quantised updates",
+    stage="server"))
 DEFENSES.add("central-dp", Defense(
     "Flower's client-side fixed clipping (fixedclipping_mod) + server-side noise on the aggregate "
     "(DifferentialPrivacyClientSideFixedClipping): the wire carries clipped, un-noised updates",

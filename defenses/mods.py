@@ -7,7 +7,8 @@ Flower's own mods in this order:
 - clip + noise: ``LocalDpMod`` for local DP.
 Account: the server's :func:`defenses.config.account_round` books the noise multiplier of each release.
 
-Both Flower mods check that the reply's arrays have the same names as the broadcast's and treat every array as
+- SecAgg+: ``secaggplus_mod`` for the messages of Flower's SecAgg+ workflow (the legacy path, ``fednas/secagg.py``).
+Both Flower DP mods check that the reply's arrays have the same names as the broadcast's and treat every array as
 numbers. The packed θ therefore carries its layout in its name, not in an array (``fednas/records.py``).
 """
 
@@ -17,6 +18,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flwr.app import Context, Message
+from flwr.client.mod import secaggplus_mod
+from flwr.client.mod.secure_aggregation.secaggplus_mod import RECORD_KEY_CONFIGS
 from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
@@ -37,6 +40,8 @@ def defense_mod(overrides: Mapping[str, Any] | None = None
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         defense = parse_app_config({**ctxt.run_config, **(overrides or {})}).section("defense", DefenseConfig)
+        if RECORD_KEY_CONFIGS in msg.content.config_records:  # a SecAgg+ stage (fednas/secagg.py)
+            return secaggplus_mod(msg, ctxt, call_next)
         inner = call_next
         if "local-dp-update" in defense.names:
             ldp = LocalDpMod(clipping_norm=defense.update_clip, sensitivity=2 * defense.update_clip,

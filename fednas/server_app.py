@@ -20,6 +20,7 @@ from defenses.mods import wrap_strategy
 from fednas.config import parse_app_config
 from fednas.records import from_array_record, to_array_record
 from fednas.run import ServerRun
+from fednas.secagg import run_secagg
 from fednas.strategy import FedDartsAvg
 
 
@@ -57,7 +58,9 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
                                  strategy.last_metrics, strategy.last_clients, extra)
         return MetricRecord({"test-accuracy": rec["test_accuracy"] or 0.0})
 
-    if run.remaining_rounds:
+    if run.remaining_rounds and "secagg-plus" in defense.names:
+        run_secagg(grid, context, run, cfg.min_nodes, defense.secagg_clip)
+    elif run.remaining_rounds:
         wrap_strategy(strategy, defense, cfg.min_nodes).start(
             grid=grid, initial_arrays=to_array_record(run.global_state()), num_rounds=run.remaining_rounds,
             evaluate_fn=record_round)
