@@ -52,6 +52,7 @@ class DistillConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description="student batch size")
     lr: float = Field(0.05, gt=0, description="student learning rate (SGD, momentum 0.9, cosine decay)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the teacher's soft labels")
+    grad_clip: float = Field(5.0, ge=0, description="gradient-norm clipping of the student's steps (0: off)")
 
     @field_validator("student")
     @classmethod
@@ -119,8 +120,12 @@ def distill(teacher: nn.Module, reference: ImageSet, cfg: DistillConfig, generat
         y = targets[positions].to(device)
         on_batch(data.ids[positions.numpy()], y)
         loss = F.kl_div(F.log_softmax(student(x) / cfg.temperature, dim=1), y, reduction="batchmean")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the student's loss diverged at step {step + 1} of {steps}; lower 'lr'")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         progress(step + 1, steps)
