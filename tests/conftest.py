@@ -42,3 +42,16 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative output paths of a test never reach the user's ~/archleak."""
     monkeypatch.setenv("ARCHLEAK_HOME", str(tmp_path / "archleak-home"))
+
+
+TINY_RUN = {"num-server-rounds": 1, "theta-steps": 1, "theta-batch-size": 8, "eval-samples": 16, "channels": 4,
+            "nodes": 2, "samples-per-client": 60}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_root, mnist_or_digits):
+    """One tiny finished search (2 clients, 1 round, captures stored, not attacked), shared across tests."""
+    from simulations.simulate import simulate
+
+    return simulate({"dataset": mnist_or_digits, "data-root": str(data_root), **TINY_RUN,
+                     "output-dir": str(tmp_path_factory.mktemp("tiny-runs")), "interceptor": "capture"})
