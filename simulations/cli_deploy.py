@@ -171,7 +171,8 @@ def bench_deploy(
 
 def defend_eval_command(
     cases: Annotated[str, typer.Option(help="comma list of cases (see simulations/defend_eval.py CASES)")] =
-        "none,dp-sgd-alpha-paper,dp-sgd-alpha σ=1,l2-alpha λ=0.01,input-noise s=0.1",
+        "none,dp-sgd-alpha-paper,dp-sgd-alpha σ=1,l2-alpha λ=0.01,input-noise s=0.1,local-dp-update ε=8,"
+        "central-dp σ=1,md (DMP student)",
     clients: Annotated[int, typer.Option(help="simulated clients")] = 2,
     rounds: Annotated[int, typer.Option(help="federated rounds")] = 2,
     run_config: Annotated[list[str], typer.Option("--run-config", help="app key=value (TOML value), repeatable")] = [],  # noqa: B006
