@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ from torch import nn
 from attacker.blackbox import BlackBox
 from attacker.shadow import SHADOWS, Progress, PublicKnowledge, Shadow, ShadowTraining
 from fednas.batches import ImageSet
-from fednas.registry import Registry
+from fednas.federation import seeded_init
+from fednas.registry import Registry, registered
 from fednas.search import kebab
 
 Features = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (posteriors, labels, top_k) -> [N, d]
@@ -61,7 +63,7 @@ class AmiaConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     seed: int = Field(0, ge=0, description="drives the population split, shadows, attack model and query sampling")
-    shadow: str = Field("fixed", description="shadow kind: 'fixed' (ResNet) or 'searchable' (DARTS on shadow data)")
+    shadow: Annotated[str, registered(SHADOWS)] = Field("fixed", description="shadow kind: 'fixed' (ResNet) or 'searchable' (DARTS on shadow data)")
     shadows: int = Field(1, ge=1, description="number of shadow models (the paper uses one)")
     eta: float = Field(1.0, description="share of the attacker's data from the target's distribution, in (0, 1]")
     eta_dataset: str = Field("", description="dataset of the (1 − η) share; empty: the usual pair "
@@ -71,7 +73,7 @@ class AmiaConfig(BaseModel):
     shadow_batch_size: int = Field(32, ge=1, description="shadow batch size")
     shadow_lr: float = Field(0.05, gt=0, description="shadow learning rate (SGD, momentum 0.9, cosine decay)")
     resnet_depth: int = Field(8, ge=8, description="depth of the fixed shadow ResNet: 6n + 2")
-    features: str = Field("sorted-log+label", description="attack input: sorted (the paper), sorted-log, "
+    features: Annotated[str, registered(FEATURES)] = Field("sorted-log+label", description="attack input: sorted (the paper), sorted-log, "
                                                          "sorted-log+label")
     top_k: int = Field(0, ge=0, description="keep the k largest posteriors (0: all)")
     attack_hidden: int = Field(64, ge=1, description="hidden width of the 3-layer attack MLP")
@@ -85,18 +87,6 @@ class AmiaConfig(BaseModel):
     def _eta_range(cls, value: float) -> float:
         if not 0.0 < value <= 1.0:
             raise ValueError("allowed values: 0 < eta <= 1")
-        return value
-
-    @field_validator("shadow")
-    @classmethod
-    def _known_shadow(cls, value: str) -> str:
-        SHADOWS.get(value)
-        return value
-
-    @field_validator("features")
-    @classmethod
-    def _known_features(cls, value: str) -> str:
-        FEATURES.get(value)
         return value
 
     def training(self) -> ShadowTraining:
@@ -121,9 +111,7 @@ class AttackModel(nn.Module):
 def train_attack_model(features: np.ndarray, member: np.ndarray, cfg: AmiaConfig, generator: torch.Generator,
                        progress: Progress) -> AttackModel:
     """SGD with momentum on binary cross-entropy, minibatches of 64."""
-    torch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch_seed)
+    with seeded_init(generator):
         model = AttackModel(features, cfg.attack_hidden)
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(member, dtype=torch.float32)

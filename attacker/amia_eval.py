@@ -19,7 +19,7 @@ import torch
 
 from attacker.amia import AmiaConfig, fit_attack, scores_from_posteriors
 from attacker.blackbox import BlackBox, HttpBlackBox, TargetNotFound, load_target
-from attacker.membership import MEMBER_KINDS, EmptyMemberSet, attacker_pool, membership_sets, run_facts
+from attacker.membership import MEMBER_KINDS, attacker_pool, member_ids, membership_sets, run_facts
 from attacker.mia_metrics import MembershipMetrics, membership_metrics
 from attacker.shadow import Progress, PublicKnowledge
 from fednas.config import parse_app_config
@@ -61,9 +61,9 @@ def _target(run_dir: Path, url: str, model: str, device: torch.device, data_root
     return HttpBlackBox(url) if url else load_target(run_dir, device, data_root, model)
 
 
-def evaluate_run(run_dir: Path, cfg: AmiaConfig, *, url: str = "", model: str = "global", data_root: str = "", clients: tuple[int, ...] = (),
-                 kinds: tuple[str, ...] = (), num_clients: int = 0, progress: Progress = lambda *a: None,
-                 log: Callable[[str], None] = print) -> AmiaResult:
+def evaluate_run(run_dir: Path, cfg: AmiaConfig, *, url: str = "", model: str = "global", data_root: str = "",
+                 clients: tuple[int, ...] = (), kinds: tuple[str, ...] = (), num_clients: int = 0,
+                 progress: Progress = lambda *a: None, log: Callable[[str], None] = print) -> AmiaResult:
     """Run AMIA on ``run_dir``'s global model or DMP student (in process), or the prediction service at ``url``."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
@@ -78,15 +78,12 @@ def evaluate_run(run_dir: Path, cfg: AmiaConfig, *, url: str = "", model: str = 
     facts = run_facts(run_dir, num_clients)
     data = load_dataset(facts.dataset, data_root or facts.data_root)
     labels = data.train_labels.numpy()
+    members = member_ids(facts, labels, clients)
     notes = []
-    chosen = kinds or MEMBER_KINDS
-    try:
-        sets = membership_sets(facts, labels, cfg.eval_size, cfg.seed, clients, chosen)
-    except EmptyMemberSet as exc:
-        if kinds or "alpha-used" not in str(exc):
-            raise
+    if not kinds and not len(members["alpha-used"]):  # by default, leave out what the log cannot tell
         notes.append("no α batches in the evaluation-only log: the 'alpha-used' members are left out")
-        sets = membership_sets(facts, labels, cfg.eval_size, cfg.seed, clients, ("alpha", "theta"))
+    chosen = kinds or tuple(k for k in MEMBER_KINDS if k != "alpha-used" or len(members[k]))
+    sets = membership_sets(facts, labels, cfg.eval_size, cfg.seed, clients, chosen, members)
 
     public = public_knowledge(run_dir, cfg, data_root)
     attack = fit_attack(public, cfg, generator(cfg.seed, AMIA_STREAM), device, progress)

@@ -4,7 +4,6 @@ seed, package versions, stage timings and every figure). All files are written a
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import numpy as np
 
 from attacker.amia_eval import AmiaResult
 from attacker.mia_metrics import roc
-from fednas.storage import atomic_write_bytes, atomic_write_json, package_versions
+from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, package_versions
 
 # the paper's AMIA attack accuracy (DARTS, P = 64, η = 1), for the comparison column
 PAPER_ACCURACY = {"mnist": 0.56, "cifar10": 0.67, "cifar10-subset": 0.67, "cifar100": 0.86}
@@ -36,7 +35,7 @@ def rows(result: AmiaResult) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if value is None:
         return "–"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -51,7 +50,7 @@ def markdown(result: AmiaResult) -> str:
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows(result):
         row = {**row, "members": KIND_LABEL.get(row["members"], row["members"])}
-        lines.append("| " + " | ".join(_fmt(row[c]) for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(fmt(row[c]) for c in COLUMNS) + " |")
     lines += ["", ("accuracy is at the attack model's own threshold (0.5); advantage = 2·accuracy − 1 (the paper's "
               "Eq. 11); best_accuracy is at the best threshold, which a calibrated attacker could reach. "
               "Members and non-members are balanced, so chance is 0.5 accuracy and 0.5 AUC; TPR at FPR x is x "
@@ -87,11 +86,7 @@ def write_report(result: AmiaResult, out: Path) -> dict[str, Any]:
     """Write every output under ``out``; return the JSON record."""
     out = Path(out)
     table = rows(result)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(COLUMNS))
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write_bytes(out / "amia.csv", text.getvalue().encode())
+    atomic_write_bytes(out / "amia.csv", csv_bytes(table, COLUMNS))
     atomic_write_bytes(out / "amia.md", markdown(result).encode())
     atomic_write_bytes(out / "roc.png", roc_png(result))
     arrays = {}

@@ -89,6 +89,32 @@ def model_black_box(model: torch.nn.Module, description: dict[str, Any], device:
 TARGETS = ("global", "student")
 
 
+def _run_target(run_dir: Path, data_root: str) -> tuple[Any, Any, dict[str, Any]]:
+    """(federation config, dataset, public description) of the run in ``run_dir``; no model is built."""
+    from fednas.config import parse_app_config
+    from fednas.data import load_dataset
+    from fednas.federation import choose_data
+    from fednas.run import checkpoints
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise TargetNotFound(f"{run_dir} is not a run folder (no config.json): nothing to serve")
+    meta = json.loads((run_dir / "config.json").read_text())
+    values = {**meta["config"], "dataset": meta.get("dataset", meta["config"].get("dataset"))}
+    if data_root:
+        values["data-root"] = data_root
+    cfg = parse_app_config(values).federation
+    found = checkpoints(run_dir)
+    if not found:
+        raise TargetNotFound(f"{run_dir} holds no model: no checkpoint under {run_dir / 'checkpoints'}")
+    choice = choose_data(cfg)
+    data = load_dataset(choice.dataset, str(choice.root))
+    description = {"run_id": str(meta.get("run_id")), "round": found[0][0], "dataset": choice.dataset,
+                   "num_classes": data.num_classes, "channels": data.channels, "height": data.image_size,
+                   "width": data.image_size, "dtype": "uint8", "model": "supernet with final α"}
+    return cfg, data, description
+
+
 def load_global_model(run_dir: Path, device: torch.device, data_root: str = ""
                       ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The global model a federated search left in ``run_dir`` (the supernet with its final α and θ), and its
@@ -97,36 +123,21 @@ def load_global_model(run_dir: Path, device: torch.device, data_root: str = ""
     Raises :class:`TargetNotFound` when the folder has no run or no readable checkpoint, and ValueError when
     the checkpoint carries no weights (``share-weights = false``: θ never reached the server).
     """
-    from fednas.config import parse_app_config
-    from fednas.data import load_dataset
-    from fednas.federation import choose_data, make_model
+    from fednas.federation import make_model
     from fednas.run import load_latest_checkpoint
     from fednas.state import import_state, split_state
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise TargetNotFound(f"{run_dir} is not a run folder (no config.json): nothing to serve")
-    meta = json.loads((run_dir / "config.json").read_text())
-    values = dict(meta["config"])
-    if data_root:
-        values["data-root"] = data_root
-    values["dataset"] = meta.get("dataset", values.get("dataset"))
-    cfg = parse_app_config(values).federation
+    cfg, data, description = _run_target(run_dir, data_root)
     try:
-        server_round, tensors, _ = load_latest_checkpoint(run_dir, log=lambda line: None)
+        server_round, tensors, _ = load_latest_checkpoint(Path(run_dir), log=lambda line: None)
     except FileNotFoundError as exc:
         raise TargetNotFound(f"{run_dir} holds no model: {exc}") from None
     if not split_state(tensors)[1]:
         raise ValueError(f"the checkpoint of {run_dir} has no weights θ (share-weights = false): "
                          "there is no global model to query")
-    choice = choose_data(cfg)
-    data = load_dataset(choice.dataset, str(choice.root))
     model = make_model(cfg, data, device)
     import_state(model, tensors)
-    description = {"run_id": str(meta.get("run_id")), "round": server_round, "dataset": choice.dataset,
-                   "num_classes": data.num_classes, "channels": data.channels, "height": data.image_size,
-                   "width": data.image_size, "dtype": "uint8", "model": "supernet with final α"}
-    return model, description
+    return model, {**description, "round": server_round}
 
 
 STUDENT_FILE = Path("distilled") / "student.safetensors"
@@ -140,15 +151,16 @@ def load_target(run_dir: Path, device: torch.device, data_root: str = "", model:
 
     if model not in TARGETS:
         raise ValueError(f"unknown target model {model!r}; known: {', '.join(TARGETS)}")
-    network, description = load_global_model(run_dir, device, data_root)
-    if model == "student":
-        path = Path(run_dir) / STUDENT_FILE
-        if not path.exists():
-            raise TargetNotFound(f"{path} does not exist: run 'archleak distill {run_dir}' first")
-        state, meta = load_tensors(path)
-        network = rebuild_student(meta, state, device)
-        description["model"] = f"DMP student ({meta['student']}) of the searched model"
-    return model_black_box(network, description, device)
+    if model == "global":
+        network, description = load_global_model(run_dir, device, data_root)
+        return model_black_box(network, description, device)
+    _, _, description = _run_target(run_dir, data_root)
+    path = Path(run_dir) / STUDENT_FILE
+    if not path.exists():
+        raise TargetNotFound(f"{path} does not exist: run 'archleak distill {run_dir}' first")
+    state, meta = load_tensors(path)
+    description["model"] = f"DMP student ({meta['student']}) of the searched model"
+    return model_black_box(rebuild_student(meta, state, device), description, device)
 
 
 class HttpBlackBox:

@@ -108,6 +108,7 @@ class Interceptor:
         self._prior: ImageVAE | None = None
         self._oracle = None
         self.stats = {"attacked": 0, "failed": 0, "not_applicable": 0}
+        self.wire = {"exchanges": 0, "with_update": 0, "without_update": 0}  # counted by pending()
 
     # --- the attack half: wire data and public knowledge only -------------------------------------
     @property
@@ -169,9 +170,13 @@ class Interceptor:
         return {r["capture_id"] for r in read_jsonl(self.out / "metrics.jsonl")}
 
     def pending(self, wanted: set[str] | None = None) -> list[CaptureRecord]:
+        """Captures with a client update not attacked yet; also counts what the wire carried (for the summary)."""
         done = self.done()
-        return [r for r in self.store.records()
-                if r.reply_blob and r.capture_id not in done and (wanted is None or r.capture_id in wanted)]
+        records = list(self.store.records())
+        with_update = [r for r in records if r.reply_blob]
+        self.wire = {"exchanges": len(records), "with_update": len(with_update),
+                     "without_update": len(records) - len(with_update)}
+        return [r for r in with_update if r.capture_id not in done and (wanted is None or r.capture_id in wanted)]
 
     def _base_record(self, record: CaptureRecord) -> dict[str, Any]:
         return {"capture_id": record.capture_id, "server_round": record.server_round, "node_id": record.node_id,
@@ -230,11 +235,8 @@ class Interceptor:
             attack["label"] = float(np.mean([m["label_correct"] for m in images]))
             base["label"] = attack["label"]
         secs = [r["seconds_per_image"] for r in lines]
-        records = list(self.store.records())
-        with_update = sum(1 for r in records if r.reply_blob)
-        wire = {"exchanges": len(records), "with_update": with_update, "without_update": len(records) - with_update}
         return {"threat_model": self.settings.threat_model, "captures": len(lines), "images_scored": len(images),
-                "wire": wire,
+                "wire": dict(self.wire),
                 "attack": attack, "baseline": base, "chance": chance(self.public.spec.num_classes),
                 "seconds_per_image": float(np.mean(secs)) if secs else None, "stats": dict(self.stats),
                 "settings": self.settings.attack().model_dump(by_alias=True)}

@@ -100,9 +100,11 @@ def member_ids(facts: RunFacts, labels: np.ndarray, clients: tuple[int, ...] = (
 
 
 def membership_sets(facts: RunFacts, labels: np.ndarray, max_per_side: int, seed: int,
-                    clients: tuple[int, ...] = (), kinds: tuple[str, ...] = MEMBER_KINDS) -> dict[str, QuerySet]:
-    """Balanced query sets per member kind; non-members come from the population's non-member half."""
-    members = member_ids(facts, labels, clients)
+                    clients: tuple[int, ...] = (), kinds: tuple[str, ...] = MEMBER_KINDS,
+                    members: dict[str, np.ndarray] | None = None) -> dict[str, QuerySet]:
+    """Balanced query sets per member kind; non-members come from the population's non-member half.
+    ``members``: the result of :func:`member_ids` when the caller already has it."""
+    members = members if members is not None else member_ids(facts, labels, clients)
     population = population_indices(len(labels), facts.config["population-fraction"], facts.config["seed"])
     _, nonmembers = population_halves(population, seed)
     out = {}
@@ -126,8 +128,7 @@ def conform(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     if x.shape[1] != channels:
-        x = x.mean(1, keepdim=True).expand(-1, channels, -1, -1) if channels in (1, 3) and x.shape[1] in (1, 3) \
-            else x[:, :1].expand(-1, channels, -1, -1)
+        x = x.mean(1, keepdim=True).expand(-1, channels, -1, -1)
     return x.round().clamp(0, 255).to(torch.uint8).contiguous()
 
 
@@ -147,7 +148,7 @@ def attacker_pool(data: ImageData, population_fraction: float, run_seed: int, se
     n_other = round((1 - eta) * len(public))
     other = other or OTHER_DATASET.get(data.name, "")
     info = DATASETS.get(other) if other else None
-    if info is None or not info.present(Path(data_root)) and other != "digits":
+    if info is None or not info.present(Path(data_root)):
         found = [n for n in DATASETS if DATASETS.get(n).present(Path(data_root)) and n != data.name]
         raise ValueError(f"eta < 1 needs another dataset; {other or 'none'!r} is not under {data_root}. "
                          f"Set 'eta-dataset' to one that is: {', '.join(found) or 'none found'}")

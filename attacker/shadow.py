@@ -18,6 +18,7 @@ from torch import nn
 
 from attacker.blackbox import ModelBlackBox, model_black_box
 from fednas.batches import BatchSampler, ImageSet
+from fednas.federation import seeded_init
 from fednas.registry import Registry
 from fednas.search import LocalSearchConfig, local_search
 from fednas.search_space import SupernetSpec
@@ -128,9 +129,7 @@ def _describe(public: PublicKnowledge, model: str) -> dict:
 def fixed_shadow(public: PublicKnowledge, inside: ImageSet, outside: ImageSet, training: ShadowTraining,
                  generator: torch.Generator, device: torch.device, progress: Progress) -> Shadow:
     """A ResNet trained on the shadow's in-set; members are that whole in-set."""
-    torch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch_seed)  # nn.Module init draws from the global generator: fork and seed it
+    with seeded_init(generator):
         model = ResNet(training.resnet_depth, public.spec.in_channels, public.spec.num_classes,
                        public.mean, public.std).to(device)
     train_classifier(model, inside, training, generator, device, progress, "shadow")

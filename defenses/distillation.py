@@ -16,15 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from fednas.batches import BatchSampler, ImageSet
-from fednas.registry import Registry
+from fednas.registry import Registry, registered
 from fednas.search import kebab
 
 
@@ -45,7 +46,7 @@ class DistillConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     seed: int = Field(0, ge=0, description="drives the reference split, the student's init and its batches")
-    student: str = Field("searched", description="student kind: searched (teacher's α, fresh θ) or resnet")
+    student: Annotated[str, registered(STUDENTS)] = Field("searched", description="student kind: searched (teacher's α, fresh θ) or resnet")
     keep_fraction: float = Field(0.25, gt=0, le=1, description="share of the reference set kept: the lowest "
                                                                  "teacher-entropy samples")
     epochs: int = Field(3, ge=1, description="student training epochs")
@@ -53,12 +54,6 @@ class DistillConfig(BaseModel):
     lr: float = Field(0.05, gt=0, description="student learning rate (SGD, momentum 0.9, cosine decay)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the teacher's soft labels")
     grad_clip: float = Field(5.0, ge=0, description="gradient-norm clipping of the student's steps (0: off)")
-
-    @field_validator("student")
-    @classmethod
-    def _known_student(cls, value: str) -> str:
-        STUDENTS.get(value)
-        return value
 
 
 @torch.no_grad()
@@ -133,10 +128,6 @@ def distill(teacher: nn.Module, reference: ImageSet, cfg: DistillConfig, generat
     return Distilled(student, data.ids.copy(), targets)
 
 
-def _fork_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
-
-
 def _normalisation(model: nn.Module) -> tuple[list[float], list[float]]:
     return model.input_mean.flatten().tolist(), model.input_std.flatten().tolist()  # type: ignore[union-attr]
 
@@ -185,8 +176,9 @@ def _rebuild_resnet(meta: dict) -> nn.Module:
 
 def _make_resnet(teacher: nn.Module, generator: torch.Generator, device: torch.device) -> nn.Module:
     """A ResNet-8 with the teacher's input normalisation."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_fork_seed(generator))
+    from fednas.federation import seeded_init
+
+    with seeded_init(generator):
         return _rebuild_resnet(student_meta(teacher, "resnet", teacher)).to(device)
 
 

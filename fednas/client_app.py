@@ -6,20 +6,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from defenses.config import DefenseConfig
 from defenses.mods import defense_mod
 from fednas.config import parse_app_config, parse_config
-from fednas.data import load_dataset
 from fednas.evaluation_log import write_alpha_batches
-from fednas.federation import DataChoice, make_model, run_client_round
+from fednas.federation import DataChoice, run_client_round
 from fednas.records import from_array_record, to_array_record, to_metric_record
 from fednas.run import run_folder
 from fednas.search import LocalSearchConfig
-from fednas.secagg import is_legacy_fit, legacy_reply, wire_names
+from fednas.secagg import is_legacy_fit, legacy_reply, run_wire_names
 
 LOCAL_THETA = "archleak-local-theta"
 SEARCH_KEYS = frozenset(f.alias or k for k, f in LocalSearchConfig.model_fields.items())
@@ -51,10 +49,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         if is_legacy_fit(msg):  # SecAgg+ runs on Flower's legacy path (fednas/secagg.py)
             cfg = parse_app_config({**context.run_config, **(overrides or {})}).federation
-            choice = DataChoice(str(msg.content["fitins.config"]["dataset"]),
-                                Path(str(msg.content["fitins.config"]["data-root"])), "server")
-            model = make_model(cfg, load_dataset(choice.dataset, str(choice.root)), torch.device("cpu"))
-            names = wire_names(model, cfg.share_weights)
+            config = msg.content["fitins.config"]
+            names = run_wire_names(cfg, str(config["dataset"]), str(config["data-root"]))
             return legacy_reply(msg, lambda received, config: local_round(received, config, context), names)
         state, metrics = local_round(from_array_record(msg.content["arrays"]), dict(msg.content["config"]), context)
         reply = RecordDict({"arrays": to_array_record(state), "metrics": to_metric_record(metrics)})

@@ -5,8 +5,9 @@ The Flower apps only convert Messages to and from the tensors these functions ta
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,16 @@ def derive_seed(seed: int, *stream: int) -> int:
 
 def generator(seed: int, *stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, *stream))
+
+
+@contextlib.contextmanager
+def seeded_init(gen: torch.Generator) -> Iterator[None]:
+    """Seed PyTorch's global generator from ``gen`` inside the block and restore it afterwards: nn.Module
+    constructors draw their initial weights from the global generator, library code must not touch it."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def resolve_device(name: str) -> torch.device:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from pydantic import AfterValidator
 
 T = TypeVar("T")
 
@@ -48,3 +50,14 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def registered(registry: Registry[Any]) -> AfterValidator:
+    """A pydantic validator for a config field that names an entry of ``registry``:
+    ``shadow: Annotated[str, registered(SHADOWS)] = Field(...)``; an unknown name lists the known ones."""
+
+    def check(value: str) -> str:
+        registry.get(value)
+        return value
+
+    return AfterValidator(check)

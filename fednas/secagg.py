@@ -19,6 +19,7 @@ What this path costs compared with the Message-API path:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +41,9 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
+from fednas.config import RunConfig
+from fednas.data import load_dataset
+from fednas.federation import make_model
 from fednas.records import pack_state, unpack_state
 from fednas.run import ServerRun
 from fednas.state import export_state
@@ -51,6 +55,13 @@ LEGACY_PARAMETERS = "fitins.parameters"
 def wire_names(model: SuperNet, weights: bool) -> list[str]:
     """The order of the legacy parameter list: the packed record's names, as both sides build them."""
     return list(pack_state(export_state(model, weights=weights)))
+
+
+@functools.lru_cache(maxsize=4)
+def run_wire_names(cfg: RunConfig, dataset: str, data_root: str) -> list[str]:
+    """:func:`wire_names` of a run's model, built once per process (on the CPU: only its names are used)."""
+    model = make_model(cfg, load_dataset(dataset, data_root), torch.device("cpu"))
+    return wire_names(model, cfg.share_weights)
 
 
 def to_parameters(state: Mapping[str, torch.Tensor], names: list[str]) -> Parameters:

@@ -6,11 +6,13 @@ sees half a file. Nothing here unpickles.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
+def csv_bytes(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> bytes:
+    """A CSV table (header first) of ``columns`` from each row; missing values are empty."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows({k: r.get(k) for k in columns} for r in rows)
+    return buf.getvalue().encode()
 
 
 def append_record(path: Path, record: Mapping[str, Any] | str) -> None:

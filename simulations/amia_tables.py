@@ -14,8 +14,6 @@ figure where it has one.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,10 +23,10 @@ from typing import Any
 
 from attacker.amia import AmiaConfig
 from attacker.amia_eval import AmiaResult, evaluate_run
-from attacker.amia_report import write_report
+from attacker.amia_report import fmt, write_report
 from fednas.registry import Registry
 from fednas.search_space import spec_for_paper_p
-from fednas.storage import atomic_write_bytes, atomic_write_json, package_versions
+from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, package_versions
 
 PAPER = {  # the paper's attack accuracy on MNIST, CIFAR-10, CIFAR-100 (DARTS)
     "table3": {"P=32": (0.56, 0.63, 0.83), "P=64": (0.56, 0.67, 0.86), "P=128": (0.57, 0.69, 0.89),
@@ -99,12 +97,7 @@ def run_scenario(name: str, out: Path, *, run_dir: Path | None, base_run: Mappin
 
 
 def write_table(name: str, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]], out: Path) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(TABLE))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(out / f"{name}.csv", text.getvalue().encode())
-    fmt = lambda v: "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    atomic_write_bytes(out / f"{name}.csv", csv_bytes(rows, TABLE))
     lines = [f"# AMIA {name}", "", "| " + " | ".join(TABLE) + " |", "|" + "---|" * len(TABLE)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in TABLE) + " |" for r in rows]
     lines += ["", ("Members: every D^α sample of the participating clients; non-members: the held-back population. "
@@ -129,6 +122,6 @@ def bench_cases(run_dir: Path, cases: Sequence[AmiaConfig], data_root: str = "")
         figures["cases"].append({
             "shadow": cfg.shadow, "eta": cfg.eta, "config": cfg.model_dump(by_alias=True),
             "seconds": result.seconds, "shadow_train_accuracy": result.shadow["train_accuracy"],
-            **{kind: {k: v for k, v in m.as_dict().items()} | {"target_accuracy": result.target_accuracy[kind]}
+            **{kind: m.as_dict() | {"target_accuracy": result.target_accuracy[kind]}
                for kind, m in result.metrics.items()}})
     return figures

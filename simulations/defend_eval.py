@@ -9,7 +9,6 @@ and the wall time (what it costs); ε where DP-SGD is accounted. Output: ``defen
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import time
@@ -17,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fednas.storage import atomic_write_bytes, atomic_write_json, package_versions
+from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, package_versions
 
 # (label, run-config overrides): the paper's Table 6 columns that apply to ADRA, and stronger settings
 CASES: dict[str, dict[str, Any]] = {
@@ -118,15 +117,6 @@ def _signed(value: float | None) -> str:
     return "–" if value is None else f"{value:+.3f}"
 
 
-def write_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: r.get(k) for k in COLUMNS})
-    return buf.getvalue().encode()
-
-
 def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -152,14 +142,15 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 def post_training_case(label: str, reference: Mapping[str, Any], distill_settings: Mapping[str, Any]
                        ) -> dict[str, Any]:
-    """MD: distil the undefended run's model; the served model is the student, the wire is unchanged."""
-    import torch
-
+    """MD: distil the undefended run's model (on the run's device); the served model is the student, the wire
+    is unchanged."""
     from defenses.distill_run import distill_run
     from defenses.distillation import DistillConfig
+    from fednas.config import parse_run_config
+    from fednas.federation import resolve_device
 
-    record = distill_run(Path(reference["run_dir"]), DistillConfig.model_validate(dict(distill_settings)),
-                         torch.device("cpu"))
+    device = resolve_device(parse_run_config(reference["config"]).device)
+    record = distill_run(Path(reference["run_dir"]), DistillConfig.model_validate(dict(distill_settings)), device)
     return {**reference, "defense": label, "model": POST_TRAINING[label], "wall_s": reference["wall_s"]
             + record["seconds"], "test_accuracy": record["student_test_accuracy"], "distill": record}
 
@@ -194,7 +185,7 @@ def defend_eval(base: Mapping[str, Any], cases: Mapping[str, Mapping[str, Any]],
     rows = table_rows(results)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "defenses.md", markdown(rows, results).encode())
-    atomic_write_bytes(out / "defenses.csv", write_csv(rows))
+    atomic_write_bytes(out / "defenses.csv", csv_bytes(rows, COLUMNS))
     plot(rows, out / "privacy-utility.png")
     report = {"rows": rows, "results": results, "clients": clients, "seed": base.get("seed", 0),
               "amia": dict(amia) if amia is not None else None, "distill": dict(distill or {}),
