@@ -63,7 +63,7 @@ class ImageParams:
         return torch.sigmoid(self.param) if self.prior is None else self.prior.decode(self.param)
 
 
-def _initial_images(kind: str, labels: torch.Tensor, public: PublicKnowledge, shape: tuple[int, ...],
+def initial_images(kind: str, labels: torch.Tensor, public: PublicKnowledge, shape: tuple[int, ...],
                     generator: torch.Generator) -> torch.Tensor:
     noise = torch.rand(shape, generator=generator)
     if kind == "noise":
@@ -109,7 +109,7 @@ def reconstruct_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, 
     step = torch.arange(rule.steps).repeat_interleave(rule.batch_size).repeat(rows)
     flat_labels = labels.repeat(restarts, 1).flatten()
     shape = (rows * per_capture, public.spec.in_channels, public.spec.image_size, public.spec.image_size)
-    params = ImageParams(_initial_images(settings.attack_init, flat_labels, public, shape, generator),
+    params = ImageParams(initial_images(settings.attack_init, flat_labels, public, shape, generator),
                          prior if settings.attack_prior == "learned" else None)
     variables = [params.param]
     label_logits = None
@@ -128,7 +128,7 @@ def reconstruct_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, 
         tv = total_variation(images).view(rows, per_capture).mean(1)
         return match, match + settings.attack_tv * tv
 
-    _optimise(variables, losses, settings, rows, callbacks)
+    optimise(variables, losses, settings, rows, callbacks)
     match = losses()[0].detach()
     best = match.view(restarts, n_cap).argmin(0)
     chosen = best * n_cap + torch.arange(n_cap)
@@ -142,7 +142,7 @@ def reconstruct_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, 
                            float(match[chosen[i]]), seconds) for i, t in enumerate(targets)]
 
 
-def _optimise(variables: list[torch.Tensor], losses: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+def optimise(variables: list[torch.Tensor], losses: Callable[[], tuple[torch.Tensor, torch.Tensor]],
               settings: AttackSettings, rows: int, callbacks: Sequence[ProgressCallback]) -> None:
     iterations = settings.attack_iterations
     if settings.attack_optimizer == "lbfgs":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attacker.fastnet import FastSuperNet
@@ -38,3 +39,38 @@ def attack_model(spec: SupernetSpec, mean: Sequence[float], std: Sequence[float]
     for p in model.parameters():
         p.requires_grad_(False)
     return FastSuperNet(model) if fast else model
+
+
+class DenseDepthwise(nn.Conv2d):
+    """A depthwise convolution evaluated as a dense one with a block-diagonal kernel ``weight * I``.
+
+    Same parameter (name, shape), same function; its double backward is a few dense kernel calls, where
+    PyTorch's grouped-convolution double backward loops over the channels (measured 1.6x faster for the
+    θ-gradient double backward of the default supernet on one core).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(self.in_channels, dtype=x.dtype, device=x.device).view(self.in_channels, self.in_channels, 1, 1)
+        return F.conv2d(x, self.weight * eye, self.bias, self.stride, self.padding, self.dilation, 1)
+
+
+def dense_depthwise(model: nn.Module) -> nn.Module:
+    """Swap every depthwise convolution of ``model`` for :class:`DenseDepthwise`, in place."""
+    for module in model.modules():
+        if (type(module) is nn.Conv2d and module.groups > 1
+                and module.groups == module.in_channels == module.out_channels):
+            module.__class__ = DenseDepthwise
+    return model
+
+
+def theta_model(spec: SupernetSpec, mean: Sequence[float], std: Sequence[float],
+                device: torch.device | str = "cpu") -> SuperNet:
+    """A frozen supernet for attacks that differentiate with respect to θ (θ is passed to
+    ``torch.func.functional_call``; the module's own weights are never used)."""
+    if spec.batchnorm:
+        raise ValueError("θ-update attacks need a supernet without BatchNorm (batchnorm = false): batch "
+                         "statistics cannot be replayed per capture")
+    model = dense_depthwise(SuperNet(spec, mean, std)).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.train()

@@ -14,24 +14,29 @@ import torch
 from attacker.capture import content_hash
 from attacker.threat import WireView
 from fednas.batches import ImageSet
-from fednas.search import AlphaStepFn, LocalSearchConfig, local_search
+from fednas.search import AlphaStepFn, LocalSearchConfig, LocalSearchResult, local_search
 from fednas.state import export_state, import_state
 from fednas.supernet import SuperNet
 
 
 def client_capture(model: SuperNet, images: torch.Tensor, labels: torch.Tensor, search: LocalSearchConfig,
                    capture_id: str, server_round: int = 1, seed: int = 0,
-                   alpha_step: AlphaStepFn | None = None) -> tuple[WireView, list[tuple[int, ...]]]:
-    """Run the client's α steps on ``images`` (uint8) and return (what the wire showed, the true batches).
-    ``alpha_step``: a defended α step (``defenses.alpha.AlphaStep``) instead of the plain one."""
+                   alpha_step: AlphaStepFn | None = None,
+                   theta_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[WireView, LocalSearchResult]:
+    """Run the client's α steps on ``images`` (uint8) and return (what the wire showed, the search result with
+    the true batches as positions in ``images``). ``alpha_step``: a defended α step
+    (``defenses.alpha.AlphaStep``) instead of the plain one. ``theta_data`` (uint8 images, labels): the
+    client's D^θ, on which it also takes ``search.theta_steps`` θ steps (pass the α images for a client that
+    trains both on one batch); without it the client takes no θ step."""
     broadcast = export_state(model, weights=True)
     client = type(model)(model.spec, model.input_mean.flatten().tolist(), model.input_std.flatten().tolist())
     import_state(client, broadcast)
     data = ImageSet(images, labels, np.arange(len(labels)))
-    cfg = search.model_copy(update={"theta_steps": 0, "theta_epochs": 0})
-    result = local_search(client, data, data, cfg, torch.Generator().manual_seed(seed), alpha_step=alpha_step)
+    theta_set = data if theta_data is None else ImageSet(theta_data[0], theta_data[1], np.arange(len(theta_data[1])))
+    cfg = search if theta_data is not None else search.model_copy(update={"theta_steps": 0, "theta_epochs": 0})
+    result = local_search(client, theta_set, data, cfg, torch.Generator().manual_seed(seed), alpha_step=alpha_step)
     reply = export_state(client, weights=True)
     config: Mapping[str, object] = {**search.model_dump(by_alias=True), "server-round": server_round}
     view = WireView(capture_id, server_round, 0, content_hash(broadcast), broadcast, reply, config,
                     result.metrics())
-    return view, result.alpha_batches
+    return view, result

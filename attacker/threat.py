@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from fednas.registry import Registry
-from fednas.search import ALPHA_OPTIMIZERS
+from fednas.search import ALPHA_OPTIMIZERS, search_schedule
 from fednas.search_space import SupernetSpec
 from fednas.state import split_state
 
@@ -75,6 +75,35 @@ class UpdateRule:
 
 
 @dataclass(frozen=True)
+class ThetaRule:
+    """How the client turned θ gradients into Δθ (from the round's ConfigRecord and reply metrics)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    clip: float
+
+    @property
+    def exact(self) -> bool:
+        """One plain step: the update is -lr·(clip(∇θ) + wd·θ), with no trajectory to simulate."""
+        return self.steps == 1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The client's step order and both update rules."""
+
+    theta: ThetaRule
+    alpha: UpdateRule
+    order: str
+
+    def kinds(self) -> list[str]:
+        return search_schedule(self.theta.steps, self.alpha.steps, self.order)
+
+
+@dataclass(frozen=True)
 class AttackTarget:
     """Everything the optimisation needs for one capture."""
 
@@ -84,6 +113,8 @@ class AttackTarget:
     alpha_before: Mapping[str, torch.Tensor]
     alpha_delta: Mapping[str, torch.Tensor]
     rule: UpdateRule
+    theta_delta: Mapping[str, torch.Tensor] | None = None   # Δθ when θ came back on the wire
+    schedule: Schedule | None = None                        # the whole local search (θ attacks)
 
 
 class NotApplicable(ValueError):
@@ -99,6 +130,14 @@ def update_rule(view: WireView) -> UpdateRule:
     steps = round(view.metrics.get("alpha-steps", float(cfg.get("alpha-steps", 1))))
     return UpdateRule(name, preset.lr if lr == -1 else lr, preset.weight_decay if wd == -1 else wd,
                       steps, int(cfg.get("alpha-batch-size", 1)))
+
+
+def theta_rule(view: WireView) -> ThetaRule:
+    cfg = view.config
+    steps = round(view.metrics.get("theta-steps", float(cfg.get("theta-steps", 10))))
+    return ThetaRule(steps, int(cfg.get("theta-batch-size", 16)), float(cfg.get("theta-lr", 0.05)),
+                     float(cfg.get("theta-momentum", 0.9)), float(cfg.get("theta-weight-decay", 3e-4)),
+                     float(cfg.get("grad-clip", 5.0)))
 
 
 def _alphas(view: WireView) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -126,5 +165,8 @@ def wire(view: WireView, public: PublicKnowledge, own_theta: Mapping[str, torch.
     _, theta = split_state(view.broadcast)
     if not theta:
         raise NotApplicable(f"{view.capture_id}: the broadcast carries no weights (share-weights = false)")
-    return AttackTarget(view.capture_id, view.broadcast_id, theta, before, delta,
-                        update_rule(view))
+    _, theta_after = split_state(view.reply)
+    theta_delta = {k: theta_after[k] - theta[k] for k in theta} if set(theta_after) == set(theta) else None
+    rule = update_rule(view)
+    return AttackTarget(view.capture_id, view.broadcast_id, theta, before, delta, rule, theta_delta,
+                        Schedule(theta_rule(view), rule, str(view.config.get("search-order", "interleaved"))))

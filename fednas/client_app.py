@@ -42,7 +42,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             context.state[LOCAL_THETA] = to_array_record(result.local_theta)
         write_alpha_batches(run_folder(cfg, context.run_id), int(round_cfg["server-round"]), context.node_id,
                             int(context.node_config["partition-id"]), result.alpha_batches,
-                            int(context.node_config["num-partitions"]))
+                            int(context.node_config["num-partitions"]), result.theta_batches)
         return result.state, result.metrics
 
     @client.train()

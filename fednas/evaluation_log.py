@@ -1,4 +1,4 @@
-"""The evaluation-only log: which samples each client used for its α steps, per round.
+"""The evaluation-only log: which samples each client used for its α and θ steps, per round.
 
 Clients write it; only scoring code reads it. Attacks never receive a path to it (their inputs are
 what crossed the wire plus public knowledge), and a test checks that an attack opens no file here.
@@ -21,18 +21,22 @@ def batches_path(run_dir: Path, server_round: int, node_id: int) -> Path:
 
 
 def write_alpha_batches(run_dir: Path, server_round: int, node_id: int, partition_id: int,
-                        batches: Sequence[Sequence[int]], num_partitions: int) -> None:
+                        batches: Sequence[Sequence[int]], num_partitions: int,
+                        theta_batches: Sequence[Sequence[int]] = ()) -> None:
     atomic_write_json(batches_path(run_dir, server_round, node_id),
                       {"round": server_round, "node_id": node_id, "partition_id": partition_id,
-                       "num_partitions": num_partitions, "batches": [list(map(int, b)) for b in batches]})
+                       "num_partitions": num_partitions, "batches": [list(map(int, b)) for b in batches],
+                       "theta_batches": [list(map(int, b)) for b in theta_batches]})
 
 
-def read_alpha_batches(run_dir: Path, server_round: int, node_id: int) -> list[list[int]] | None:
-    """The true α batches (dataset train indices), or None when the log has no entry."""
+def read_alpha_batches(run_dir: Path, server_round: int, node_id: int,
+                       key: str = "batches") -> list[list[int]] | None:
+    """The true α batches (``key="theta_batches"``: θ batches), dataset train indices; None without an entry."""
     path = batches_path(run_dir, server_round, node_id)
     if not path.exists():
         return None
-    return [list(b) for b in json.loads(path.read_text())["batches"]]
+    record = json.loads(path.read_text())
+    return [list(b) for b in record[key]] if key in record else None
 
 
 def read_all_alpha_batches(run_dir: Path) -> list[dict]:

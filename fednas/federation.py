@@ -128,6 +128,7 @@ class ClientRound:
     state: dict[str, torch.Tensor]
     metrics: dict[str, float]
     alpha_batches: list[tuple[int, ...]] = field(default_factory=list)
+    theta_batches: list[tuple[int, ...]] = field(default_factory=list)
     local_theta: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -155,7 +156,8 @@ def run_client_round(cfg: RunConfig, search_cfg: LocalSearchConfig, server_round
     full = export_state(model, weights=True)
     reply = full if cfg.share_weights else export_state(model, weights=False)
     _, theta = split_state(full)
-    return ClientRound(reply, metrics, result.alpha_batches, {} if cfg.share_weights else theta)
+    return ClientRound(reply, metrics, result.alpha_batches, result.theta_batches,
+                       {} if cfg.share_weights else theta)
 
 
 def describe_choice(choice: DataChoice) -> dict[str, Any]:

@@ -128,6 +128,7 @@ class LocalSearchResult:
     alpha_correct: int = 0
     alpha_seen: int = 0
     alpha_batches: list[tuple[int, ...]] = field(default_factory=list)
+    theta_batches: list[tuple[int, ...]] = field(default_factory=list)
     seconds: float = 0.0
 
     def metrics(self) -> dict[str, float]:
@@ -200,6 +201,7 @@ def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cf
             result.theta_correct += correct
             result.theta_seen += len(y)
             index = result.theta_steps - 1
+            result.theta_batches.append(tuple(int(i) for i in data.ids[positions.numpy()]))
         event = StepEvent(kind, index, loss, correct, tuple(int(i) for i in data.ids[positions.numpy()]))
         for callback in callbacks:
             callback(event)

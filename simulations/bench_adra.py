@@ -1,9 +1,10 @@
-"""ADRA benchmark on MNIST test images: success under each criterion, the label-only baseline, cost.
+"""Eavesdropper benchmark on MNIST test images: success under each criterion, the label-only baseline, cost.
 
-For every (threat model, B, activation, α size) the images ``indices`` go through a client's real α step
-(:func:`attacker.synthetic.client_capture`, B images per capture) under weights at round 0 or after
-``train_steps`` θ steps on public data; the interceptor's attack reconstructs them and the scoring code
-compares with the truth. Prints JSON (``archleak bench adra``).
+For every (threat model, B, activation, α size) the images ``indices`` go through a client's real local
+search (:func:`attacker.synthetic.client_capture`, B images per capture: one α step, then one θ step on
+the same batch) under weights at round 0 or after ``train_steps`` θ steps on public data; the chosen
+attack (``adra`` on Δα, ``theta`` on Δθ, ``joint`` on both, :mod:`attacker.attacks`) reconstructs them
+and the scoring code compares with the truth. Prints JSON (``archleak bench adra``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 
 from attacker.adra import reconstruct_batch
+from attacker.attacks import ATTACKS
 from attacker.config import AttackSettings
 from attacker.interceptor import attacker_theta, public_knowledge
 from attacker.metrics import build_truth, cached_oracle, chance, score_images, success_rates
 from attacker.prior import learned_prior
 from attacker.synthetic import client_capture
-from attacker.threat import THREAT_MODELS
+from attacker.threat import THREAT_MODELS, NotApplicable
 from fednas.batches import ImageSet
 from fednas.config import RunConfig, parse_run_config
 from fednas.data import load_dataset
@@ -60,8 +62,17 @@ def _weights(cfg: RunConfig, data: Any, steps: int) -> torch.nn.Module:
     return model
 
 
+def _capture(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
+             capture_id: str) -> tuple[Any, list[int], list[int]]:
+    """The client's α step then one θ step on the same batch: (view, α order, θ order) as positions."""
+    search = cfg.local_search().model_copy(update={"theta_steps": 1, "theta_epochs": 0, "search_order": "alpha-first",
+                                                   "theta_batch_size": len(labels)})
+    view, result = client_capture(model, images, labels, search, capture_id, theta_data=(images, labels))
+    return view, [i for b in result.alpha_batches for i in b], [i for b in result.theta_batches for i in b]
+
+
 def run_case(case: Case, indices: range, settings: AttackSettings, data_root: str, train_steps: int,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, attack: str = "adra") -> dict[str, Any]:
     knobs = {"dataset": "mnist", "data-root": data_root, "seed": seed, "activation": case.activation,
              "alpha-batch-size": case.batch_size, **alpha_size_knobs(case.alpha_size)}
     cfg = parse_run_config(knobs)
@@ -72,18 +83,25 @@ def run_case(case: Case, indices: range, settings: AttackSettings, data_root: st
     own = attacker_theta(public)
     ids = list(indices)
     groups = [ids[i:i + case.batch_size] for i in range(0, len(ids) - case.batch_size + 1, case.batch_size)]
+    settings = settings.model_copy(update={"joint_data": "shared"})   # this client's α and θ steps share a batch
+    spec = ATTACKS.get(attack)
     targets, truths = [], []
     for n, group in enumerate(groups):
-        view, _ = client_capture(model, data.test_images[group], data.test_labels[group], cfg.local_search(),
-                                 f"bench-{n}")
+        view, alpha_order, theta_order = _capture(model, data.test_images[group], data.test_labels[group], cfg,
+                                                  f"bench-{n}")
         targets.append(threat(view, public, own))
-        truths.append(build_truth(data.test_images, data.test_labels, group, seed))
-    prior = learned_prior(public.aux_images, seed) if settings.attack_prior == "learned" else None
+        order = alpha_order if spec.truth(settings) == ("batches",) else theta_order
+        truths.append(build_truth(data.test_images, data.test_labels, [group[i] for i in order], seed))
+    prior = learned_prior(public.aux_images, seed) if spec.prior(settings) == "learned" else None
     start = time.perf_counter()
     recons = []
-    for i in range(0, len(targets), settings.attack_batch):
-        recons += reconstruct_batch(targets[i:i + settings.attack_batch], public, settings, prior,
-                                    torch.Generator().manual_seed(seed))
+    try:
+        for i in range(0, len(targets), settings.attack_batch):
+            recons += spec.run(targets[i:i + settings.attack_batch], public, settings, prior,
+                               torch.Generator().manual_seed(seed), ())
+    except NotApplicable as exc:
+        return {"threat": case.threat, "method": attack, "batch_size": case.batch_size, "activation": case.activation,
+                "alpha_entries": model.spec.alpha_count(), "not_applicable": str(exc)}
     seconds = time.perf_counter() - start
     oracle = cached_oracle("mnist", data.train_images.float() / 255, data.train_labels, 10)
     rows = []
@@ -92,7 +110,7 @@ def run_case(case: Case, indices: range, settings: AttackSettings, data_root: st
         rows += r
     attack, base = success_rates(rows), success_rates([r["baseline"] for r in rows])
     attack["label"] = base["label"] = float(np.mean([r["label_correct"] for r in rows]))
-    return {"threat": case.threat, "batch_size": case.batch_size, "activation": case.activation,
+    return {"threat": case.threat, "method": attack, "batch_size": case.batch_size, "activation": case.activation,
             "alpha_entries": model.spec.alpha_count(), "knobs": alpha_size_knobs(case.alpha_size),
             "images": len(rows), "attack": attack, "label_only_baseline": base, "chance": chance(10),
             "seconds_per_image": seconds / max(len(rows), 1)}
@@ -133,13 +151,15 @@ def cases_for(threats: list[str], batch_sizes: list[int], activations: list[str]
 
 
 def run_adra_bench(cases: list[Case], indices: range, settings: AttackSettings, data_root: str,
-                   train_steps: int = 0, compare_sequential: bool = False) -> dict[str, Any]:
+                   train_steps: int = 0, compare_sequential: bool = False,
+                   attacks: tuple[str, ...] = ("adra",)) -> dict[str, Any]:
     torch.set_num_threads(1)
     out: dict[str, Any] = {"versions": package_versions(), "threads": 1, "indices": [indices.start, indices.stop],
                            "train_steps": train_steps, "settings": settings.model_dump(by_alias=True),
                            "paper_table1_elu_B1_sr": PAPER_TABLE1_ELU_SR, "cases": []}
     for case in cases:
-        out["cases"].append(run_case(case, indices, settings, data_root, train_steps))
+        for attack in attacks:
+            out["cases"].append(run_case(case, indices, settings, data_root, train_steps, attack=attack))
     if compare_sequential:
         out["batched_vs_sequential"] = batched_vs_sequential(settings, data_root)
     return out

@@ -45,6 +45,7 @@ def _settings(model: type, base: dict, overrides: list[str]) -> AttackSettings:
 def reconstruct(
     target: Annotated[Path, typer.Argument(help="a run folder, or its captures/ folder")],
     threat_model: Annotated[str | None, typer.Option(help="architecture-only or wire (default: the run's)")] = None,
+    attacks: Annotated[str | None, typer.Option(help="adra, theta, joint: comma list (default: the run's)")] = None,
     settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -60,11 +61,15 @@ def reconstruct(
     base = stored.model_dump(by_alias=True)
     if threat_model:
         base["threat-model"] = threat_model
+    if attacks:
+        base["attacks"] = attacks
     chosen = _settings(InterceptorConfig, base, settings)
     interceptor = Interceptor(run_dir, chosen, log=lambda line: typer.echo(line, err=True))
     pending = interceptor.pending()
     typer.echo(f"{len(pending)} capture(s) to attack under the {chosen.threat_model} threat model")
-    bar = tqdm(total=len(pending) * chosen.attack_iterations, disable=not progress, unit="it")
+    per_capture = sum(chosen.attack_iterations if n == "adra" else chosen.theta_iterations
+                      for n in chosen.attack_names())
+    bar = tqdm(total=len(pending) * per_capture, disable=not progress, unit="it")
     interceptor.process(pending, callbacks=[lambda p: bar.update(1)])
     bar.close()
     typer.echo(interceptor.report())
@@ -73,6 +78,7 @@ def reconstruct(
 
 def bench_adra(
     threat: Annotated[str, typer.Option(help="architecture-only, wire, or both (comma list)")] = "architecture-only,wire",
+    attack: Annotated[str, typer.Option(help="adra (Δα), theta (Δθ), joint: comma list")] = "adra",
     batch_size: Annotated[str, typer.Option(help="B values, comma list")] = "1",
     activation: Annotated[str, typer.Option(help="activations, comma list")] = "elu",
     alpha_size: Annotated[str, typer.Option(help="α sizes, comma list (224 = shared default)")] = "224",
@@ -85,7 +91,8 @@ def bench_adra(
     settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
 ) -> None:
-    """ADRA success rates (each criterion, label-only baseline, chance), PSNR/SSIM and seconds per image."""
+    """Success rates of ADRA / Δθ inversion / joint (each criterion, label-only baseline, chance), PSNR/SSIM and
+    seconds per image."""
     from fednas.data import resolve_data_root
     from simulations.bench_adra import cases_for, run_adra_bench
 
@@ -95,9 +102,10 @@ def bench_adra(
     else:
         span = range(images)
     threats = ["architecture-only", "wire"] if threat == "both" else _parse_list(threat)
-    chosen = _settings(AttackSettings, {}, settings)
+    chosen = _settings(AttackSettings, {"attacks": attack}, settings)
     root, _ = resolve_data_root(data_root)
     cases = cases_for(threats, _parse_list(batch_size, int), _parse_list(activation), _parse_list(alpha_size, int),
                       sweep)
-    figures = run_adra_bench(cases, span, chosen, str(root), train_steps, compare_sequential)
+    figures = run_adra_bench(cases, span, chosen, str(root), train_steps, compare_sequential,
+                             tuple(chosen.attack_names()))
     emit_figures(figures, json_path)

@@ -7,17 +7,18 @@ import pytest
 import torch
 
 from attacker.capture import CaptureStore
-from attacker.interceptor import Interceptor
+from attacker.interceptor import Interceptor, load_run_config
 from fednas.evaluation_log import FOLDER
 from fednas.storage import load_tensors, read_jsonl
 from simulations.simulate import simulate
 
-TINY_ATTACK = {"attack-iterations": 3, "attack-restarts": 1, "attack-prior": "pixel", "attack-aux-samples": 200}
+TINY_ATTACK = {"attack-iterations": 3, "attack-restarts": 1, "attack-prior": "pixel", "attack-aux-samples": 200,
+               "theta-iterations": 2}
 
 
 def overrides(dataset, data_root, out, **kw):
     cfg = {"dataset": dataset, "data-root": str(data_root), "output-dir": str(out), "num-server-rounds": 2,
-           "theta-steps": 2, "theta-batch-size": 8, "eval-samples": 32, "channels": 4, "nodes": 2,
+           "theta-steps": 2, "theta-batch-size": 4, "eval-samples": 32, "channels": 4, "nodes": 2,
            "samples-per-client": 100, **TINY_ATTACK}
     cfg.update(kw)
     return cfg
@@ -50,14 +51,23 @@ def test_every_round_and_client_is_captured_attacked_and_shown(runs):
     assert all(r.reply_blob and "alpha:normal" in r.reply_arrays and "theta:stem.0.weight" in r.broadcast_arrays
                for r in records)
     metrics = read_jsonl(live / "reconstructions" / "wire" / "metrics.jsonl")
-    assert {m["capture_id"] for m in metrics} == {r.capture_id for r in records}
+    service = json.loads((live / "reconstructions" / "wire" / "service.json").read_text())
+    assert service["mode"] == "live" and service["attacked"] + 3 * service["dropped"] == 12
+    attacked = {m["capture_id"] for m in metrics}
+    assert len(attacked) == 4 - service["dropped"] and attacked <= {r.capture_id for r in records}
+    # ADRA, the Δθ inversion and the joint attack on every capture, each scored against its own batches
+    assert sorted((m["capture_id"], m["attack"]) for m in metrics) == sorted(
+        (c, a) for c in attacked for a in ("adra", "theta", "joint"))
+    sizes = {"adra": 1, "theta": 2 * 4, "joint": 1 + 2 * 4}      # α batch 1; θ: 2 steps of 4 images
     for m in metrics:
         assert not m.get("error") and (live / "reconstructions" / "wire" / m["png"]).exists()
+        assert len(m["images"]) == sizes[m["attack"]]
         assert {"psnr", "ssim", "recognised", "identified", "baseline", "true_label"} <= set(m["images"][0])
     page = (live / "reconstructions" / "wire" / "index.html").read_text()
-    assert "label-only baseline" in page and metrics[0]["png"] in page
-    service = json.loads((live / "reconstructions" / "wire" / "service.json").read_text())
-    assert service["mode"] == "live" and service["attacked"] + service["dropped"] == 4
+    assert "label-only baseline" in page and all(m["png"] in page for m in metrics)
+    summary = json.loads((live / "reconstructions" / "wire" / "summary.json").read_text())
+    assert set(summary["by_attack"]) == {"adra", "theta", "joint"}
+    assert summary["by_attack"]["theta"]["attack"]["label"] >= 0.5     # analytic labels from the bias update
 
 
 def test_the_attack_path_cannot_read_the_evaluation_log(runs):
@@ -98,7 +108,8 @@ def test_a_failing_capture_is_logged_and_the_rest_go_on(runs, tmp_path):
     victim = records[0]
     (store.blobs / f"{victim.reply_blob}.safetensors").write_bytes(b"garbage")
     lines = []
-    interceptor = Interceptor(copy, log=lines.append)
+    _, stored, _ = load_run_config(copy)
+    interceptor = Interceptor(copy, stored.model_copy(update={"attacks": "adra"}), log=lines.append)
     attacked = interceptor.process(records)
     assert attacked == 3
     failed = [m for m in read_jsonl(copy / "reconstructions" / "wire" / "metrics.jsonl") if m.get("error")]

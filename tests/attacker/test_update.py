@@ -27,7 +27,8 @@ def test_simulated_update_equals_the_clients(optimizer, steps, batch, fast):
     x, y = images(steps * batch)
     search = LocalSearchConfig(alpha_steps=steps, alpha_batch_size=batch, alpha_optimizer=optimizer,
                                alpha_lr=0.05, search_order="alpha-first")
-    view, batches = client_capture(model, x, y, search, "c0")
+    view, result = client_capture(model, x, y, search, "c0")
+    batches = result.alpha_batches
     public = PublicKnowledge(SPEC, (0.5,), (0.25,), x.float() / 255, y, 0)
     target = THREAT_MODELS.get("wire")(view, public, {})
     net = attack_model(SPEC, (0.5,), (0.25,), target.theta, fast=fast)

@@ -18,7 +18,8 @@ runner = CliRunner()
 def test_defend_eval_writes_the_table_with_deltas_epsilon_and_plot(tmp_path, data_root, mnist_or_digits):
     out = tmp_path / "eval"
     config = [f"dataset='{mnist_or_digits}'", f"data-root='{data_root}'", "theta-steps=1", "eval-samples=32",
-              "channels=4", "nodes=2", "samples-per-client=64", "attack-iterations=5", "attack-aux-samples=200"]
+              "channels=4", "nodes=2", "samples-per-client=64", "attack-iterations=5", "attack-aux-samples=200",
+              "attacks='adra'"]
     amia = ["shadow-size=40", "shadow-epochs=1", "attack-epochs=2", "eval-size=20"]
     result = runner.invoke(app, ["defend-eval", "--cases", "none,dp-sgd-alpha-paper,md (DMP student)", "--rounds", "2",
                                  "--out", str(out), *[a for c in config for a in ("--run-config", c)],

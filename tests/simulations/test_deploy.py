@@ -22,7 +22,7 @@ from simulations.deploy import DeployPlan, LocalDeployment, _zombie, descendants
 from tests.conftest import REPO
 
 TINY = {"theta-steps": 1, "eval-samples": 32, "channels": 4, "nodes": 2, "samples-per-client": 64}
-ATTACK = ("attack-iterations=5", "attack-aux-samples=200")
+ATTACK = ("attack-iterations=5", "attack-aux-samples=200", "attacks=adra")
 # TLS and the killed worker need no second round: what they show happens (or not) from the first exchange on
 PLANS = {"direct": {"interceptor": False}, "proxied": {"attack": "after-run"}, "tls": {"tls": True, "rounds": 1},
          "killed": {"attack": "live", "rounds": 1}}

@@ -41,7 +41,7 @@ def test_flwr_run_dot_completes_and_writes_the_run(tmp_path, data_root, mnist_or
            "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
     run_config = (f"num-server-rounds=2 dataset='{mnist_or_digits}' data-root='{data_root}' "
                   f"output-dir='{out}' theta-steps=1 eval-samples=32 channels=4 nodes=2 samples-per-client=64 "
-                  "attack-iterations=5 attack-restarts=1 attack-aux-samples=200")
+                  "attack-iterations=5 attack-restarts=1 attack-aux-samples=200 attacks='adra'")
     flwr = Path(sys.executable).with_name("flwr")
     try:
         proc = subprocess.run([str(flwr), "run", ".", "--stream", "--run-config", run_config,

@@ -1,0 +1,89 @@
+"""The weight-update attacks: analytic labels, the trajectory simulator, the dense-depthwise fast path."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attacker.idlg import analytic_labels
+from attacker.model import theta_model
+from attacker.synthetic import client_capture
+from attacker.threat import THREAT_MODELS, PublicKnowledge
+from attacker.trajectory import simulate
+from fednas.search import LocalSearchConfig
+from fednas.search_space import SupernetSpec
+from fednas.state import THETA_PREFIX, export_state
+from fednas.supernet import SuperNet, build_supernet
+
+SPEC = SupernetSpec(image_size=8, stem_stride=1, channels=4, cells=3, nodes=2, alpha_sharing="per-cell")
+
+
+def images(n, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 8, 8, generator=gen) * 255).to(torch.uint8), torch.randint(0, 10, (n,), generator=gen)
+
+
+def public_for(x, y):
+    return PublicKnowledge(SPEC, (0.5,), (0.25,), x.float() / 255, y, 0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_supernet(SPEC, (0.5,), (0.25,), torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("clip", [5.0, 1e-3])         # 1e-3: every update is clipped, the label still shows
+def test_analytic_label_is_exact_for_a_single_sample_update(model, clip):
+    x, y = images(5)
+    public = public_for(*images(40, seed=1))
+    net = theta_model(SPEC, (0.5,), (0.25,))
+    search = LocalSearchConfig(theta_steps=1, theta_batch_size=1, grad_clip=clip, search_order="alpha-first")
+    for i in range(5):
+        view, _ = client_capture(model, x[i:i + 1], y[i:i + 1], search, f"c{i}", theta_data=(x[i:i + 1], y[i:i + 1]))
+        target = THREAT_MODELS.get("wire")(view, public, {})
+        alphas = {g: target.alpha_before[g] + target.alpha_delta[g] for g in target.alpha_before}
+        assert analytic_labels(net, target, public, alphas).tolist() == [int(y[i])]
+
+
+@pytest.mark.parametrize("alpha_optimizer", ["sgd", "adam"])
+def test_the_trajectory_simulator_reproduces_the_client_update_from_the_true_data(model, alpha_optimizer):
+    x, y = images(12)
+    tx, ty = images(12, seed=5)
+    # interleaved α and θ steps, momentum, weight decay and active clipping: the whole local search
+    search = LocalSearchConfig(theta_steps=3, theta_batch_size=2, alpha_steps=2, alpha_batch_size=2, grad_clip=0.05,
+                               alpha_optimizer=alpha_optimizer, search_order="interleaved")
+    view, result = client_capture(model, x, y, search, "c0", theta_data=(tx, ty))
+    target = THREAT_MODELS.get("wire")(view, public_for(x, y), {})
+    a_ids = [i for b in result.alpha_batches for i in b]
+    t_ids = [i for b in result.theta_batches for i in b]
+    net = theta_model(SPEC, (0.5,), (0.25,))
+    d_alpha, d_theta = simulate(
+        net, target.schedule, target.theta, {g: a.unsqueeze(0) for g, a in target.alpha_before.items()},
+        (x[a_ids].float() / 255)[None], F.one_hot(y[a_ids], 10).float()[None],
+        (tx[t_ids].float() / 255)[None], F.one_hot(ty[t_ids], 10).float()[None])
+    for g, delta in target.alpha_delta.items():
+        torch.testing.assert_close(d_alpha[g][0], delta, rtol=1e-4, atol=1e-7)
+    assert any(v.abs().max() > 1e-4 for v in target.theta_delta.values())
+    for k, delta in target.theta_delta.items():
+        torch.testing.assert_close(d_theta[k][0], delta, rtol=1e-4, atol=1e-7)
+
+
+def test_dense_depthwise_model_is_the_same_function_with_the_same_theta_gradients(model):
+    x, y = images(3)
+    theta = {k[len(THETA_PREFIX):]: v for k, v in export_state(model, weights=True).items()
+             if k.startswith(THETA_PREFIX)}
+    dense = theta_model(SPEC, (0.5,), (0.25,))
+    reference = SuperNet(SPEC, (0.5,), (0.25,))
+    reference.load_state_dict(model.state_dict())
+    inputs = (x.float() / 255).requires_grad_()
+    alphas = {g: a.detach() for g, a in model.alphas.items()}
+
+    def second_order(net, params):
+        loss = F.cross_entropy(torch.func.functional_call(net, params, (inputs,), {"alphas": alphas}), y)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        return torch.autograd.grad(sum((g * g).sum() for g in grads), inputs)[0]
+
+    ref_params = {n: p.detach().clone().requires_grad_() for n, p in reference.named_parameters()
+                  if not n.startswith("alphas.")}
+    dense_params = {n: theta[n].clone().requires_grad_() for n in ref_params}
+    torch.testing.assert_close(second_order(dense, dense_params), second_order(reference, ref_params),
+                               rtol=1e-4, atol=1e-7)
