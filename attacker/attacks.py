@@ -43,9 +43,9 @@ ATTACKS.add("adra", Attack(
 ATTACKS.add("theta", Attack(
     "Δθ inversion",
     lambda t, p, s, prior, gen, cbs: invert_batch(t, p, s, prior, gen, joint=False, callbacks=cbs),
-    lambda s: (THETA_BATCHES,), lambda s: s.theta_prior))
+    lambda s: (THETA_BATCHES,), lambda s: s.inversion_prior))
 ATTACKS.add("joint", Attack(
     "Δα + Δθ (joint)",
     lambda t, p, s, prior, gen, cbs: invert_batch(t, p, s, prior, gen, joint=True, callbacks=cbs),
     lambda s: (ALPHA_BATCHES, THETA_BATCHES) if s.joint_data == "disjoint" else (THETA_BATCHES,),
-    lambda s: s.theta_prior))
+    lambda s: s.inversion_prior))

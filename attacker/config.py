@@ -46,18 +46,19 @@ class AttackSettings(BaseModel):
                                                  "sliced average pooling (the same function, tested to 1e-5)")
     attacks: str = Field("adra,theta,joint", description="comma list of attacks run on every capture: 'adra' (Δα), "
                                                          "'theta' (Δθ inversion), 'joint' (Δα and Δθ together)")
-    theta_objective: str = Field("cosine", description="θ/joint attacks: gradient matching on Δθ (as attack-objective)")
-    theta_prior: Literal["pixel", "learned"] = Field("pixel", description="θ/joint attacks: image parametrisation")
-    theta_init: Literal["noise", "constant", "class-mean"] = Field(
+    inversion_objective: str = Field("cosine", description="θ/joint attacks: gradient matching on Δθ "
+                                                           "(as attack-objective)")
+    inversion_prior: Literal["pixel", "learned"] = Field("pixel", description="θ/joint attacks: image parametrisation")
+    inversion_init: Literal["noise", "constant", "class-mean"] = Field(
         "class-mean", description="θ/joint attacks: dummy-image start (class-mean: of the analytically recovered label)")
-    theta_optimizer: Literal["adam", "lbfgs"] = Field(
+    inversion_optimizer: Literal["adam", "lbfgs"] = Field(
         "lbfgs", description="θ/joint attacks: optimizer (L-BFGS: PSNR 27 dB after 60 evaluations on MNIST where Adam "
                              "reached 16 dB after 100 steps)")
-    theta_iterations: int = Field(60, ge=1, description="θ/joint attacks: iterations (Adam steps or L-BFGS "
+    inversion_iterations: int = Field(60, ge=1, description="θ/joint attacks: iterations (Adam steps or L-BFGS "
                                                         "function evaluations)")
-    theta_lr: float = Field(-1.0, description="θ/joint attacks: step size; -1: the optimizer's preset")
-    theta_tv: float = Field(1e-2, ge=0, description="θ/joint attacks: total-variation weight")
-    theta_max_images: int = Field(32, ge=1, description="θ/joint attacks skip captures whose update holds more "
+    inversion_lr: float = Field(-1.0, description="θ/joint attacks: step size; -1: the optimizer's preset")
+    inversion_tv: float = Field(1e-2, ge=0, description="θ/joint attacks: total-variation weight")
+    inversion_max_images: int = Field(32, ge=1, description="θ/joint attacks skip captures whose update holds more "
                                                         "images than this (θ steps x θ batch size): each costs a "
                                                         "double backward per iteration")
     joint_alpha_weight: float = Field(0.5, ge=0, le=1, description="joint attack: loss = w·match(Δα) + "
@@ -84,11 +85,12 @@ class AttackSettings(BaseModel):
     def for_theta(self) -> AttackSettings:
         """The settings of the θ/joint optimisation, in the attack-* fields the shared loop reads."""
         return self.model_copy(update={
-            "attack_objective": self.theta_objective, "attack_prior": self.theta_prior,
-            "attack_init": self.theta_init, "attack_optimizer": self.theta_optimizer,
-            "attack_iterations": self.theta_iterations, "attack_lr": self.theta_lr, "attack_tv": self.theta_tv})
+            "attack_objective": self.inversion_objective, "attack_prior": self.inversion_prior,
+            "attack_init": self.inversion_init, "attack_optimizer": self.inversion_optimizer,
+            "attack_iterations": self.inversion_iterations, "attack_lr": self.inversion_lr,
+            "attack_tv": self.inversion_tv})
 
-    @field_validator("attack_lr", "theta_lr")
+    @field_validator("attack_lr", "inversion_lr")
     @classmethod
     def _lr_or_preset(cls, value: float) -> float:
         if value <= 0 and value != -1:
@@ -104,7 +106,7 @@ class AttackSettings(BaseModel):
         THREAT_MODELS.get(value)
         return value
 
-    @field_validator("attack_objective", "theta_objective")
+    @field_validator("attack_objective", "inversion_objective")
     @classmethod
     def _known_objective(cls, value: str) -> str:
         OBJECTIVES.get(value)

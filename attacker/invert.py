@@ -47,9 +47,9 @@ def _check(targets: Sequence[AttackTarget], settings: AttackSettings, joint: boo
     count = sched.theta.steps * sched.theta.batch_size
     if joint and settings.joint_data == "disjoint":
         count += sched.alpha.steps * sched.alpha.batch_size
-    if count > settings.theta_max_images:
-        raise NotApplicable(f"{first.capture_id}: the update holds {count} images, more than theta-max-images = "
-                            f"{settings.theta_max_images} (raise it to attack; each image costs a double "
+    if count > settings.inversion_max_images:
+        raise NotApplicable(f"{first.capture_id}: the update holds {count} images, more than inversion-max-images = "
+                            f"{settings.inversion_max_images} (raise it to attack; each image costs a double "
                             f"backward per iteration)")
     if joint and settings.joint_data == "shared" and (sched.alpha.steps * sched.alpha.batch_size
                                                       != sched.theta.steps * sched.theta.batch_size):

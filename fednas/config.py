@@ -139,14 +139,19 @@ SECTIONS: dict[str, type[BaseModel]] = {}
 SECTION_MODULES = ("attacker.config", "defenses.config")
 
 
-def register_section(name: str, model: type[BaseModel]) -> None:
-    if name in SECTIONS and SECTIONS[name] is not model:
-        raise ValueError(f"run-config section {name!r} is already registered")
-    SECTIONS[name] = model
-
-
 def section_keys(model: type[BaseModel]) -> set[str]:
     return {f.alias or k for k, f in model.model_fields.items()}
+
+
+def register_section(name: str, model: type[BaseModel]) -> None:
+    """Add a section; its keys must not collide with another section's (the run config is one flat namespace)."""
+    if name in SECTIONS and SECTIONS[name] is not model:
+        raise ValueError(f"run-config section {name!r} is already registered")
+    for other, existing in SECTIONS.items():
+        shared = section_keys(model) & section_keys(existing) if other != name else set()
+        if shared:
+            raise ValueError(f"run-config section {name!r} reuses key(s) of section {other!r}: {sorted(shared)}")
+    SECTIONS[name] = model
 
 
 @dataclass(frozen=True)

@@ -71,37 +71,59 @@ def _capture(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return view, [i for b in result.alpha_batches for i in b], [i for b in result.theta_batches for i in b]
 
 
-def run_case(case: Case, indices: range, settings: AttackSettings, data_root: str, train_steps: int,
-             seed: int = 0, attack: str = "adra") -> dict[str, Any]:
+@dataclass
+class CaseSetup:
+    """One case's captures, shared by every attack: the same images, the same client update."""
+
+    case: Case
+    cfg: RunConfig
+    data: Any
+    model: torch.nn.Module
+    public: Any
+    targets: list[Any]
+    groups: list[list[int]]
+    orders: list[tuple[list[int], list[int]]]    # per capture: α order, θ order (positions in its group)
+
+
+def setup_case(case: Case, indices: range, settings: AttackSettings, data_root: str, train_steps: int,
+               seed: int = 0) -> CaseSetup:
     knobs = {"dataset": "mnist", "data-root": data_root, "seed": seed, "activation": case.activation,
              "alpha-batch-size": case.batch_size, **alpha_size_knobs(case.alpha_size)}
     cfg = parse_run_config(knobs)
     data = load_dataset("mnist", data_root)
     model = _weights(cfg, data, train_steps)
     public = public_knowledge(cfg, data, settings.attack_aux_samples)
-    threat = THREAT_MODELS.get(case.threat)
-    own = attacker_theta(public)
+    threat, own = THREAT_MODELS.get(case.threat), attacker_theta(public)
     ids = list(indices)
     groups = [ids[i:i + case.batch_size] for i in range(0, len(ids) - case.batch_size + 1, case.batch_size)]
-    settings = settings.model_copy(update={"joint_data": "shared"})   # this client's α and θ steps share a batch
-    spec = ATTACKS.get(attack)
-    targets, truths = [], []
+    targets, orders = [], []
     for n, group in enumerate(groups):
         view, alpha_order, theta_order = _capture(model, data.test_images[group], data.test_labels[group], cfg,
                                                   f"bench-{n}")
         targets.append(threat(view, public, own))
-        order = alpha_order if spec.truth(settings) == ("batches",) else theta_order
-        truths.append(build_truth(data.test_images, data.test_labels, [group[i] for i in order], seed))
+        orders.append((alpha_order, theta_order))
+    return CaseSetup(case, cfg, data, model, public, targets, groups, orders)
+
+
+def run_attack(setup: CaseSetup, settings: AttackSettings, method: str, seed: int = 0) -> dict[str, Any]:
+    """One attack on a case's captures, scored against the batches it targets."""
+    case, data, public = setup.case, setup.data, setup.public
+    settings = settings.model_copy(update={"joint_data": "shared"})   # this client's α and θ steps share a batch
+    spec = ATTACKS.get(method)
+    head = {"threat": case.threat, "method": method, "batch_size": case.batch_size, "activation": case.activation,
+            "alpha_entries": setup.model.spec.alpha_count(), "knobs": alpha_size_knobs(case.alpha_size)}
+    truths = [build_truth(data.test_images, data.test_labels,
+                          [group[i] for i in (a if spec.truth(settings) == ("batches",) else t)], seed)
+              for group, (a, t) in zip(setup.groups, setup.orders, strict=True)]
     prior = learned_prior(public.aux_images, seed) if spec.prior(settings) == "learned" else None
     start = time.perf_counter()
     recons = []
     try:
-        for i in range(0, len(targets), settings.attack_batch):
-            recons += spec.run(targets[i:i + settings.attack_batch], public, settings, prior,
+        for i in range(0, len(setup.targets), settings.attack_batch):
+            recons += spec.run(setup.targets[i:i + settings.attack_batch], public, settings, prior,
                                torch.Generator().manual_seed(seed), ())
     except NotApplicable as exc:
-        return {"threat": case.threat, "method": attack, "batch_size": case.batch_size, "activation": case.activation,
-                "alpha_entries": model.spec.alpha_count(), "not_applicable": str(exc)}
+        return {**head, "not_applicable": str(exc)}
     seconds = time.perf_counter() - start
     oracle = cached_oracle("mnist", data.train_images.float() / 255, data.train_labels, 10)
     rows = []
@@ -110,10 +132,14 @@ def run_case(case: Case, indices: range, settings: AttackSettings, data_root: st
         rows += r
     attack, base = success_rates(rows), success_rates([r["baseline"] for r in rows])
     attack["label"] = base["label"] = float(np.mean([r["label_correct"] for r in rows]))
-    return {"threat": case.threat, "method": attack, "batch_size": case.batch_size, "activation": case.activation,
-            "alpha_entries": model.spec.alpha_count(), "knobs": alpha_size_knobs(case.alpha_size),
-            "images": len(rows), "attack": attack, "label_only_baseline": base, "chance": chance(10),
+    return {**head, "images": len(rows), "attack": attack, "label_only_baseline": base, "chance": chance(10),
             "seconds_per_image": seconds / max(len(rows), 1)}
+
+
+def run_case(case: Case, indices: range, settings: AttackSettings, data_root: str, train_steps: int,
+             seed: int = 0, attacks: tuple[str, ...] = ("adra",)) -> list[dict[str, Any]]:
+    setup = setup_case(case, indices, settings, data_root, train_steps, seed)
+    return [run_attack(setup, settings, method, seed) for method in attacks]
 
 
 def batched_vs_sequential(settings: AttackSettings, data_root: str, captures: int = 32,
@@ -158,8 +184,7 @@ def run_adra_bench(cases: list[Case], indices: range, settings: AttackSettings, 
                            "train_steps": train_steps, "settings": settings.model_dump(by_alias=True),
                            "paper_table1_elu_B1_sr": PAPER_TABLE1_ELU_SR, "cases": []}
     for case in cases:
-        for attack in attacks:
-            out["cases"].append(run_case(case, indices, settings, data_root, train_steps, attack=attack))
+        out["cases"] += run_case(case, indices, settings, data_root, train_steps, attacks=attacks)
     if compare_sequential:
         out["batched_vs_sequential"] = batched_vs_sequential(settings, data_root)
     return out

@@ -67,7 +67,7 @@ def reconstruct(
     interceptor = Interceptor(run_dir, chosen, log=lambda line: typer.echo(line, err=True))
     pending = interceptor.pending()
     typer.echo(f"{len(pending)} capture(s) to attack under the {chosen.threat_model} threat model")
-    per_capture = sum(chosen.attack_iterations if n == "adra" else chosen.theta_iterations
+    per_capture = sum(chosen.attack_iterations if n == "adra" else chosen.inversion_iterations
                       for n in chosen.attack_names())
     bar = tqdm(total=len(pending) * per_capture, disable=not progress, unit="it")
     interceptor.process(pending, callbacks=[lambda p: bar.update(1)])

@@ -74,7 +74,7 @@ def test_weight_update_inversion_beats_adra_and_the_baseline(captured):
     ADRA on the same images by 2 dB and the label-only baseline (its start) by 10 dB. (Measured while writing
     this test: 32-38 dB per image with 50 L-BFGS evaluations, ADRA 19-36 dB, baseline 15-23 dB.)"""
     targets, truth, public, adra, labels = captured
-    settings = AttackSettings(theta_optimizer="lbfgs", theta_iterations=50, theta_tv=0.0, theta_init="class-mean")
+    settings = AttackSettings(inversion_optimizer="lbfgs", inversion_iterations=50, inversion_tv=0.0, inversion_init="class-mean")
     recons = invert_batch(targets, public, settings, None, torch.Generator().manual_seed(0))
     assert [int(r.labels[0]) for r in recons] == labels           # analytic labels from the bias update
     ours, base = mean_psnr(recons, truth), baseline_psnr(recons, truth, public)

@@ -13,7 +13,7 @@ from fednas.storage import load_tensors, read_jsonl
 from simulations.simulate import simulate
 
 TINY_ATTACK = {"attack-iterations": 3, "attack-restarts": 1, "attack-prior": "pixel", "attack-aux-samples": 200,
-               "theta-iterations": 2}
+               "inversion-iterations": 2}
 
 
 def overrides(dataset, data_root, out, **kw):

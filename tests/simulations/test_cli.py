@@ -33,6 +33,8 @@ def test_reconstruct_attacks_stored_captures_offline(tiny_run):
     assert result.exit_code == 0, result.output
     assert "2 capture(s) to attack under the architecture-only threat model" in result.output
     assert "SR (identified)" in result.output and (run / "reconstructions" / "architecture-only" / "index.html").exists()
+    # the α-only attacker sees no weights: the θ and joint attacks say so instead of guessing
+    assert "theta: not applicable to 2 capture(s)" in result.output and "joint: not applicable" in result.output
     again = runner.invoke(app, ["reconstruct", str(run), "--no-progress", "--threat-model", "architecture-only"])
     assert "0 capture(s) to attack" in again.output     # done captures are not attacked twice
 
@@ -48,11 +50,14 @@ def test_bench_adra_smoke(tmp_path, data_root, mnist_or_digits):
         return
     out = tmp_path / "adra.json"
     result = runner.invoke(app, ["bench", "adra", "--threat", "wire", "--images", "1", "--data-root", str(data_root),
-                                 "--set", "attack-iterations=2", "--set", "attack-restarts=1",
+                                 "--attack", "adra,theta,joint", "--set", "attack-iterations=2",
+                                 "--set", "attack-restarts=1", "--set", "inversion-iterations=2",
                                  "--set", "attack-prior=pixel", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    case = json.loads(out.read_text())["cases"][0]
-    assert case["threat"] == "wire" and case["images"] == 1 and "recognised" in case["label_only_baseline"]
+    cases = json.loads(out.read_text())["cases"]
+    assert [c["method"] for c in cases] == ["adra", "theta", "joint"]
+    for case in cases:
+        assert case["threat"] == "wire" and case["images"] == 1 and "recognised" in case["label_only_baseline"]
 
 
 def test_bench_adra_rejects_bad_settings(data_root):
