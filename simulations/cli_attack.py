@@ -109,3 +109,39 @@ def bench_adra(
     figures = run_adra_bench(cases, span, chosen, str(root), train_steps, compare_sequential,
                              tuple(chosen.attack_names()))
     emit_figures(figures, json_path)
+
+
+def bench_race(
+    images: Annotated[int, typer.Option(help="MNIST test images (the first N)")] = 20,
+    iterations: Annotated[int, typer.Option(help="the shared budget: Adam steps or L-BFGS evaluations")] = 60,
+    contestants: Annotated[str, typer.Option(help="ours, invertinggradients, deepleakage (comma list)")] =
+        "ours,invertinggradients",
+    run_config: Annotated[list[str], typer.Option("--run-config", help="model key=value, e.g. channels=4")] = [],  # noqa: B006
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+) -> None:
+    """Our Δθ inversion against breaching's on the same updates: PSNR, SSIM, seconds per image (one thread)."""
+    from fednas.data import resolve_data_root
+    from simulations.race_breaching import CONTESTANTS, race
+
+    names = _parse_list(contestants)
+    try:
+        for name in names:
+            CONTESTANTS.get(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    knobs: dict = {}
+    for item in run_config:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--run-config expects key=value, got {item!r}")
+        try:
+            knobs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            knobs[key] = raw
+    root, _ = resolve_data_root(data_root)
+    try:
+        figures = race(images, iterations, str(root), knobs, names)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    emit_figures(figures, json_path)

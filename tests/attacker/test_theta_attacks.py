@@ -87,3 +87,30 @@ def test_dense_depthwise_model_is_the_same_function_with_the_same_theta_gradient
     dense_params = {n: theta[n].clone().requires_grad_() for n in ref_params}
     torch.testing.assert_close(second_order(dense, dense_params), second_order(reference, ref_params),
                                rtol=1e-4, atol=1e-7)
+
+
+def test_without_shared_weights_only_the_architecture_attack_applies(model):
+    """share-weights = false: only α crosses the wire, so Δθ inversion and the joint attack cannot run, ADRA
+    under `wire` (which needs the broadcast θ) cannot either, and architecture-only ADRA still can."""
+    from dataclasses import replace
+
+    from attacker.attacks import ATTACKS
+    from attacker.config import AttackSettings
+    from attacker.interceptor import attacker_theta
+    from attacker.threat import NotApplicable
+
+    x, y = images(1)
+    public = public_for(*images(40, seed=1))
+    search = LocalSearchConfig(theta_steps=1, theta_batch_size=1, search_order="alpha-first")
+    view, _ = client_capture(model, x, y, search, "c0", theta_data=(x, y))
+    alpha_only = replace(view, broadcast={k: v for k, v in view.broadcast.items() if k.startswith("alpha:")},
+                         reply={k: v for k, v in view.reply.items() if k.startswith("alpha:")})
+    with pytest.raises(NotApplicable, match="no weights"):
+        THREAT_MODELS.get("wire")(alpha_only, public, {})
+    target = THREAT_MODELS.get("architecture-only")(alpha_only, public, attacker_theta(public))
+    settings = AttackSettings(attack_prior="pixel", attack_iterations=1, attack_optimizer="adam")
+    for name in ("theta", "joint"):
+        with pytest.raises(NotApplicable, match="no Δθ on the wire"):
+            ATTACKS.get(name).run([target], public, settings, None, torch.Generator().manual_seed(0), ())
+    recons = ATTACKS.get("adra").run([target], public, settings, None, torch.Generator().manual_seed(0), ())
+    assert len(recons) == 1 and recons[0].images.shape == (1, 1, 8, 8)
