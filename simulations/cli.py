@@ -12,7 +12,7 @@ from fednas.config import SECTIONS, parse_app_config, resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
 from simulations.cli_amia import amia, amia_scenario, bench_amia, distill_command, serve
-from simulations.cli_attack import bench_adra, bench_race, emit_figures, reconstruct
+from simulations.cli_attack import bench_adra, bench_race, bench_similarity, emit_figures, reconstruct
 from simulations.cli_deploy import (
     bench_defenses,
     bench_deploy,
@@ -107,6 +107,7 @@ app.command("distill")(distill_command)
 bench_app.command("amia")(bench_amia)
 bench_app.command("adra")(bench_adra)
 bench_app.command("race")(bench_race)
+bench_app.command("similarity")(bench_similarity)
 bench_app.command("deploy")(bench_deploy)
 bench_app.command("defenses")(bench_defenses)
 app.command("intercept")(intercept)

@@ -145,3 +145,20 @@ def bench_race(
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
     emit_figures(figures, json_path)
+
+
+def bench_similarity(
+    per_class: Annotated[int, typer.Option(help="MNIST test images per class")] = 3,
+    train_steps: Annotated[str, typer.Option(help="θ steps on public data before the update, comma list")] = "0,300",
+    alpha_size: Annotated[str, typer.Option(help="α sizes, comma list (224 = shared default)")] = "224,896",
+    activation: Annotated[str, typer.Option(help="activation")] = "elu",
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+) -> None:
+    """Cosine similarity of single-image Δα (and Δθ) within and across classes: how image-specific updates are."""
+    from fednas.data import resolve_data_root
+    from simulations.bench_similarity import similarity
+
+    root, _ = resolve_data_root(data_root)
+    emit_figures(similarity(str(root), per_class, _parse_list(train_steps, int), _parse_list(alpha_size, int),
+                            activation), json_path)

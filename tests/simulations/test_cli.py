@@ -75,3 +75,24 @@ def test_bench_defenses_smoke(tmp_path, data_root, mnist_or_digits):
     rows = json.loads(out.read_text())["rows"]
     assert set(rows) == {"none", "dp-sgd-alpha"} and rows["none"]["ratio"] == 1.0
     assert rows["dp-sgd-alpha"]["alpha_steps"] == 2 and rows["dp-sgd-alpha"]["round_s"] > 0
+
+
+def test_bench_race_and_similarity_smoke(tmp_path, data_root, mnist_or_digits):
+    if mnist_or_digits != "mnist":
+        return                                      # both are defined on MNIST test images
+    out = tmp_path / "race.json"
+    result = runner.invoke(app, ["bench", "race", "--images", "1", "--iterations", "1", "--data-root", str(data_root),
+                                 "--contestants", "ours,invertinggradients", "--run-config", "channels=4",
+                                 "--run-config", "nodes=2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["images"] == 1 and figures["results"]["ours"]["label_accuracy"] == 1.0
+    rival = figures["results"]["invertinggradients"]      # breaching is an optional extra
+    assert "psnr" in rival or "pip install" in rival["skipped"]
+    result = runner.invoke(app, ["bench", "similarity", "--per-class", "2", "--train-steps", "0", "--alpha-size", "224",
+                                 "--data-root", str(data_root), "--json", str(tmp_path / "sim.json")])
+    assert result.exit_code == 0, result.output
+    case = json.loads((tmp_path / "sim.json").read_text())["cases"][0]
+    assert case["alpha_entries"] == 224 and -1 <= case["alpha"]["same_class_mean"] <= 1
+    bad = runner.invoke(app, ["bench", "race", "--contestants", "dlg2", "--data-root", str(data_root)])
+    assert bad.exit_code != 0 and "dlg2" in bad.output
