@@ -254,12 +254,13 @@ class Interceptor:
         return ("attacker", None) if self.settings.threat_model == "architecture-only" else (record.broadcast_blob, None)
 
     def summary(self) -> dict[str, Any]:
-        """Per attack (``by_attack``) and, at the top level, the first attack named (ADRA by default)."""
+        """Per attack (``by_attack``) and, at the top level, ADRA's (else the first attack's) figures."""
         lines = read_jsonl(self.out / "metrics.jsonl")
         names = self.settings.attack_names()
         by_attack = {n: summarise([r for r in lines if r.get("attack", "adra") == n]) for n in names}
+        primary = "adra" if "adra" in names else names[0]
         return {"threat_model": self.settings.threat_model, "wire": dict(self.wire), "attacks": names,
-                **by_attack[names[0]], "by_attack": by_attack, "chance": chance(self.public.spec.num_classes),
+                **by_attack[primary], "by_attack": by_attack, "chance": chance(self.public.spec.num_classes),
                 "stats": dict(self.stats), "settings": self.settings.attack().model_dump(by_alias=True)}
 
     def refresh(self) -> dict[str, Any]:

@@ -69,15 +69,16 @@ def test_reconstruction_beats_the_label_only_baseline(captured):
 
 
 def test_weight_update_inversion_beats_adra_and_the_baseline(captured):
-    """Threshold 32 dB (RMS pixel error 2.5%), 7 dB above ADRA's 25: Δθ has 26,718 entries against 64 pixels and
+    """Threshold 31 dB (RMS pixel error 2.8%), 6 dB above ADRA's 25: Δθ has 26,718 entries against 64 pixels and
     one exact SGD step, so the images are pinned down far more tightly than by 120 α entries. It must also beat
     ADRA on the same images by 2 dB and the label-only baseline (its start) by 10 dB. (Measured while writing
-    this test: 32-38 dB per image with 50 L-BFGS evaluations, ADRA 19-36 dB, baseline 15-23 dB.)"""
+    this test: mean 33.0 dB, 29-36 per image, with 30 L-BFGS evaluations; ADRA mean 29.6; baseline 19.2.)"""
     targets, truth, public, adra, labels = captured
-    settings = AttackSettings(inversion_optimizer="lbfgs", inversion_iterations=50, inversion_tv=0.0, inversion_init="class-mean")
+    settings = AttackSettings(inversion_optimizer="lbfgs", inversion_iterations=30, inversion_tv=0.0,
+                              inversion_init="class-mean")
     recons = invert_batch(targets, public, settings, None, torch.Generator().manual_seed(0))
     assert [int(r.labels[0]) for r in recons] == labels           # analytic labels from the bias update
     ours, base = mean_psnr(recons, truth), baseline_psnr(recons, truth, public)
-    assert ours.mean() >= 32.0, (ours, base)
+    assert ours.mean() >= 31.0, (ours, base)
     assert ours.mean() >= mean_psnr(adra, truth).mean() + 2.0, (ours, mean_psnr(adra, truth))
     assert ours.mean() >= base.mean() + 10.0, (ours, base)

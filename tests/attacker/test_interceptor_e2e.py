@@ -17,7 +17,7 @@ TINY_ATTACK = {"attack-iterations": 3, "attack-restarts": 1, "attack-prior": "pi
 
 
 def overrides(dataset, data_root, out, **kw):
-    cfg = {"dataset": dataset, "data-root": str(data_root), "output-dir": str(out), "num-server-rounds": 2,
+    cfg = {"dataset": dataset, "data-root": str(data_root), "output-dir": str(out), "num-server-rounds": 1,
            "theta-steps": 2, "theta-batch-size": 4, "eval-samples": 32, "channels": 4, "nodes": 2,
            "samples-per-client": 100, **TINY_ATTACK}
     cfg.update(kw)
@@ -34,8 +34,8 @@ def runs(tmp_path_factory, data_root, mnist_or_digits):
 
 def test_tap_is_transparent(runs):
     off, live = runs
-    a, _ = load_tensors(off / "checkpoints" / "round-0002.safetensors")
-    b, _ = load_tensors(live / "checkpoints" / "round-0002.safetensors")
+    a, _ = load_tensors(off / "checkpoints" / "round-0001.safetensors")
+    b, _ = load_tensors(live / "checkpoints" / "round-0001.safetensors")
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), f"{name} differs with the tap on"
@@ -47,14 +47,14 @@ def test_every_round_and_client_is_captured_attacked_and_shown(runs):
     records = list(CaptureStore(live / "captures").records())
     assert sorted((r.server_round, r.node_id) for r in records) == sorted(
         {(r.server_round, r.node_id) for r in records})
-    assert len(records) == 4 and {r.server_round for r in records} == {1, 2}
+    assert len(records) == 2 and {r.server_round for r in records} == {1}
     assert all(r.reply_blob and "alpha:normal" in r.reply_arrays and "theta:stem.0.weight" in r.broadcast_arrays
                for r in records)
     metrics = read_jsonl(live / "reconstructions" / "wire" / "metrics.jsonl")
     service = json.loads((live / "reconstructions" / "wire" / "service.json").read_text())
-    assert service["mode"] == "live" and service["attacked"] + 3 * service["dropped"] == 12
+    assert service["mode"] == "live" and service["attacked"] + 3 * service["dropped"] == 6
     attacked = {m["capture_id"] for m in metrics}
-    assert len(attacked) == 4 - service["dropped"] and attacked <= {r.capture_id for r in records}
+    assert len(attacked) == 2 - service["dropped"] and attacked <= {r.capture_id for r in records}
     # ADRA, the Δθ inversion and the joint attack on every capture, each scored against its own batches
     assert sorted((m["capture_id"], m["attack"]) for m in metrics) == sorted(
         (c, a) for c in attacked for a in ("adra", "theta", "joint"))
@@ -111,7 +111,7 @@ def test_a_failing_capture_is_logged_and_the_rest_go_on(runs, tmp_path):
     _, stored, _ = load_run_config(copy)
     interceptor = Interceptor(copy, stored.model_copy(update={"attacks": "adra"}), log=lines.append)
     attacked = interceptor.process(records)
-    assert attacked == 3
+    assert attacked == 1
     failed = [m for m in read_jsonl(copy / "reconstructions" / "wire" / "metrics.jsonl") if m.get("error")]
     assert [m["capture_id"] for m in failed] == [victim.capture_id]
     assert any(victim.capture_id in line for line in lines)
@@ -122,6 +122,6 @@ def test_a_crashing_tap_never_stops_training(data_root, mnist_or_digits, tmp_pat
         raise OSError("disk full")
 
     monkeypatch.setattr(CaptureStore, "append", broken)
-    run = simulate(overrides(mnist_or_digits, data_root, tmp_path, interceptor="after-run", **{"num-server-rounds": 1}))
+    run = simulate(overrides(mnist_or_digits, data_root, tmp_path, interceptor="after-run"))
     assert [r["round"] for r in read_jsonl(run / "rounds.jsonl")] == [1]
     assert json.loads((run / "summary.json").read_text())["rounds"] == 1
