@@ -114,7 +114,7 @@ def bench_adra(
 def bench_race(
     images: Annotated[int, typer.Option(help="MNIST test images (the first N)")] = 20,
     iterations: Annotated[int, typer.Option(help="the shared budget: Adam steps or L-BFGS evaluations")] = 60,
-    contestants: Annotated[str, typer.Option(help="ours, invertinggradients, deepleakage (comma list)")] =
+    contestants: Annotated[str, typer.Option(help="ours, ours-noise-init, invertinggradients, deepleakage")] =
         "ours,invertinggradients",
     run_config: Annotated[list[str], typer.Option("--run-config", help="model key=value, e.g. channels=4")] = [],  # noqa: B006
     data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",

@@ -5,7 +5,8 @@ single-threaded, in one process, with the same iteration budget (Adam steps, or 
 evaluations):
 
 * ``ours``: :func:`attacker.invert.invert_batch` (analytic labels, cosine + TV, all images in one batched
-  optimisation);
+  optimisation, started from the public class mean of the recovered label); ``ours-noise-init``: the same
+  from uniform noise, which shows what the start contributes;
 * ``invertinggradients``, ``deepleakage``: breaching's attacks of those names (Geiping et al.'s Inverting
   Gradients; DLG with L-BFGS and L2), one image at a time as breaching runs them, their own label
   recovery (its total variation, hard-wired to RGB, is given the images' one channel). breaching is an
@@ -62,11 +63,17 @@ class ThetaOnly(nn.Module):
         return self.net(x * self.net.input_std + self.net.input_mean, self.fixed)
 
 
-@CONTESTANTS.register("ours")
-def ours(targets: list[AttackTarget], ctx: dict[str, Any], iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
-    settings = AttackSettings(inversion_iterations=iterations, attack_batch=len(targets))
-    recons = invert_batch(targets, ctx["public"], settings, None, torch.Generator().manual_seed(0))
-    return torch.cat([r.images for r in recons]), torch.cat([r.labels for r in recons])
+def _ours(init: str) -> Contestant:
+    def run(targets: list[AttackTarget], ctx: dict[str, Any], iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+        settings = AttackSettings(inversion_iterations=iterations, inversion_init=init, attack_batch=len(targets))
+        recons = invert_batch(targets, ctx["public"], settings, None, torch.Generator().manual_seed(0))
+        return torch.cat([r.images for r in recons]), torch.cat([r.labels for r in recons])
+
+    return run
+
+
+CONTESTANTS.add("ours", _ours("class-mean"))
+CONTESTANTS.add("ours-noise-init", _ours("noise"))    # ablation: without the label's class-mean start
 
 
 def _breaching(name: str) -> Contestant:
