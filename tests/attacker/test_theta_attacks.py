@@ -114,3 +114,16 @@ def test_without_shared_weights_only_the_architecture_attack_applies(model):
             ATTACKS.get(name).run([target], public, settings, None, torch.Generator().manual_seed(0), ())
     recons = ATTACKS.get("adra").run([target], public, settings, None, torch.Generator().manual_seed(0), ())
     assert len(recons) == 1 and recons[0].images.shape == (1, 1, 8, 8)
+
+
+def test_updates_with_too_many_images_are_reported_not_attacked():
+    """The demo's 10 θ steps x 16 images exceed inversion-max-images: the attack says so instead of running."""
+    from attacker.config import AttackSettings
+    from attacker.invert import invert_batch
+    from attacker.threat import AttackTarget, NotApplicable, Schedule, ThetaRule, UpdateRule
+
+    x, y = images(4)
+    schedule = Schedule(ThetaRule(10, 16, 0.05, 0.9, 3e-4, 5.0), UpdateRule("sgd", 0.1, 0.0, 1, 1), "interleaved")
+    target = AttackTarget("c0", "b", {"w": torch.zeros(1)}, {}, {}, schedule.alpha, {"w": torch.zeros(1)}, schedule)
+    with pytest.raises(NotApplicable, match="160 images, more than inversion-max-images = 32"):
+        invert_batch([target], public_for(x, y), AttackSettings(), None, torch.Generator())
