@@ -55,3 +55,9 @@ def tiny_run(tmp_path_factory, data_root, mnist_or_digits):
 
     return simulate({"dataset": mnist_or_digits, "data-root": str(data_root), **TINY_RUN,
                      "output-dir": str(tmp_path_factory.mktemp("tiny-runs")), "interceptor": "capture"})
+
+
+def flat(text: str) -> str:
+    """CLI output without rich's panel borders and line wrapping (where a message wraps depends on the
+    terminal width and on the length of the paths in it)."""
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())

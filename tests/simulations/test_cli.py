@@ -6,6 +6,7 @@ import shutil
 from typer.testing import CliRunner
 
 from simulations.cli import app
+from tests.conftest import flat
 
 runner = CliRunner()
 
@@ -41,7 +42,7 @@ def test_reconstruct_attacks_stored_captures_offline(tiny_run):
 
 def test_reconstruct_rejects_a_non_run_folder(tmp_path):
     result = runner.invoke(app, ["reconstruct", str(tmp_path)])
-    assert result.exit_code != 0 and "not a run folder" in result.output
+    assert result.exit_code != 0 and "not a run folder" in flat(result.output)
 
 
 def test_bench_adra_smoke(tmp_path, data_root, mnist_or_digits):
@@ -62,7 +63,7 @@ def test_bench_adra_smoke(tmp_path, data_root, mnist_or_digits):
 
 def test_bench_adra_rejects_bad_settings(data_root):
     result = runner.invoke(app, ["bench", "adra", "--set", "attack-objective=l1", "--data-root", str(data_root)])
-    assert result.exit_code != 0 and "l2, cosine, whitened-l2" in result.output
+    assert result.exit_code != 0 and "l2, cosine, whitened-l2" in flat(result.output)
 
 
 def test_bench_defenses_smoke(tmp_path, data_root, mnist_or_digits):
@@ -95,4 +96,4 @@ def test_bench_race_and_similarity_smoke(tmp_path, data_root, mnist_or_digits):
     case = json.loads((tmp_path / "sim.json").read_text())["cases"][0]
     assert case["alpha_entries"] == 224 and -1 <= case["alpha"]["same_class_mean"] <= 1
     bad = runner.invoke(app, ["bench", "race", "--contestants", "dlg2", "--data-root", str(data_root)])
-    assert bad.exit_code != 0 and "dlg2" in bad.output
+    assert bad.exit_code != 0 and "dlg2" in flat(bad.output)
