@@ -122,18 +122,18 @@ class Interceptor:
 
     def targets(self, records: Iterable[CaptureRecord]) -> list[AttackTarget]:
         threat = THREAT_MODELS.get(self.settings.threat_model)
-        out = []
+        out, done = [], self.done()
         for record in records:
             try:
                 out.append(threat(wire_view(self.store, record), self.public, self.own_theta))
             except NotApplicable as exc:
-                self._fail_all(record, f"not applicable: {exc}", not_applicable=True)
+                self._fail_all(record, f"not applicable: {exc}", done, not_applicable=True)
             except Exception as exc:  # noqa: BLE001 - a damaged capture must not stop the others
-                self._fail_all(record, f"{exc.__class__.__name__}: {exc}")
+                self._fail_all(record, f"{exc.__class__.__name__}: {exc}", done)
         return out
 
-    def _fail_all(self, record: CaptureRecord, error: str, not_applicable: bool = False) -> None:
-        done = self.done()
+    def _fail_all(self, record: CaptureRecord, error: str, done: set[tuple[str, str]],
+                  not_applicable: bool = False) -> None:
         for name in self.settings.attack_names():
             if (record.capture_id, name) not in done:
                 self.stats["not_applicable" if not_applicable else "failed"] += 1

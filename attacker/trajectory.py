@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from attacker.threat import Schedule, ThetaRule
@@ -103,12 +102,3 @@ def simulate(model: SuperNet, schedule: Schedule, theta0: Mapping[str, torch.Ten
 
     dims = (0, 0, 0, 0, 0, None if known_alphas is None else 0)
     return vmap(one, in_dims=dims)(alpha0, alpha_images, alpha_soft, theta_images, theta_soft, known_alphas)
-
-
-def theta_parameters(model: SuperNet) -> list[str]:
-    """Names of θ in the order the client's optimizer holds them (every parameter but α)."""
-    return [n for n, _ in model.named_parameters() if not n.startswith("alphas.")]
-
-
-def onehot(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    return F.one_hot(labels, classes).float()

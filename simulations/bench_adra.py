@@ -51,7 +51,7 @@ class Case:
     alpha_size: int
 
 
-def _weights(cfg: RunConfig, data: Any, steps: int) -> torch.nn.Module:
+def bench_weights(cfg: RunConfig, data: Any, steps: int) -> torch.nn.Module:
     model = make_model(cfg, data, torch.device("cpu"))
     if steps:
         public = public_knowledge(cfg, data, 4000)
@@ -62,7 +62,7 @@ def _weights(cfg: RunConfig, data: Any, steps: int) -> torch.nn.Module:
     return model
 
 
-def _capture(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
+def capture_batch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
              capture_id: str) -> tuple[Any, list[int], list[int]]:
     """The client's α step then one θ step on the same batch: (view, α order, θ order) as positions."""
     search = cfg.local_search().model_copy(update={"theta_steps": 1, "theta_epochs": 0, "search_order": "alpha-first",
@@ -91,14 +91,14 @@ def setup_case(case: Case, indices: range, settings: AttackSettings, data_root: 
              "alpha-batch-size": case.batch_size, **alpha_size_knobs(case.alpha_size)}
     cfg = parse_run_config(knobs)
     data = load_dataset("mnist", data_root)
-    model = _weights(cfg, data, train_steps)
+    model = bench_weights(cfg, data, train_steps)
     public = public_knowledge(cfg, data, settings.attack_aux_samples)
     threat, own = THREAT_MODELS.get(case.threat), attacker_theta(public)
     ids = list(indices)
     groups = [ids[i:i + case.batch_size] for i in range(0, len(ids) - case.batch_size + 1, case.batch_size)]
     targets, orders = [], []
     for n, group in enumerate(groups):
-        view, alpha_order, theta_order = _capture(model, data.test_images[group], data.test_labels[group], cfg,
+        view, alpha_order, theta_order = capture_batch(model, data.test_images[group], data.test_labels[group], cfg,
                                                   f"bench-{n}")
         targets.append(threat(view, public, own))
         orders.append((alpha_order, theta_order))

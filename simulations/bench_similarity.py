@@ -4,7 +4,7 @@ For pairs of MNIST test images of the same class and of different classes, each 
 client's real local search (one α step, then one θ step, B = 1) and the two updates are compared. When
 the Δα of two different images of one class are nearly parallel, Δα carries the label and little else,
 and no attack can recover the image from it; Δθ is the contrast. Weights at round 0 or after
-``train_steps`` θ steps on public data (:func:`simulations.bench_adra._weights`). ``archleak bench
+``train_steps`` θ steps on public data (:func:`simulations.bench_adra.bench_weights`). ``archleak bench
 similarity`` prints JSON.
 """
 
@@ -19,14 +19,14 @@ from fednas.config import parse_run_config
 from fednas.data import load_dataset
 from fednas.state import split_state
 from fednas.storage import package_versions
-from simulations.bench_adra import _capture, _weights, alpha_size_knobs
+from simulations.bench_adra import alpha_size_knobs, bench_weights, capture_batch
 
 
 def _updates(model: torch.nn.Module, data: Any, ids: list[int], cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Flattened (Δα, Δθ) of single-image updates, one row per image."""
     alphas, thetas = [], []
     for i in ids:
-        view, _, _ = _capture(model, data.test_images[i:i + 1], data.test_labels[i:i + 1], cfg, f"s{i}")
+        view, _, _ = capture_batch(model, data.test_images[i:i + 1], data.test_labels[i:i + 1], cfg, f"s{i}")
         a0, t0 = split_state(view.broadcast)
         a1, t1 = split_state(view.reply)
         alphas.append(torch.cat([(a1[k] - a0[k]).flatten() for k in sorted(a0)]))
@@ -54,7 +54,7 @@ def similarity(data_root: str, per_class: int, train_steps: list[int], alpha_siz
         cfg = parse_run_config({"dataset": "mnist", "data-root": data_root, "seed": seed, "activation": activation,
                                 **alpha_size_knobs(size)})
         for steps in train_steps:
-            model = _weights(cfg, data, steps)
+            model = bench_weights(cfg, data, steps)
             d_alpha, d_theta = _updates(model, data, ids, cfg)
             out["cases"].append({"alpha_entries": model.spec.alpha_count(), "train_steps": steps,
                                  "theta_entries": int(d_theta.shape[1]),

@@ -26,16 +26,22 @@ def _parse_list(value: str, kind: type = str) -> list:
     return [kind(v.strip()) for v in value.split(",") if v.strip()]
 
 
-def _settings(model: type, base: dict, overrides: list[str]) -> AttackSettings:
-    values = dict(base)
-    for item in overrides:
+def _key_values(items: list[str], option: str) -> dict:
+    """``key=value`` options as a dict; values are JSON where they parse, else strings."""
+    values: dict = {}
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+            raise typer.BadParameter(f"{option} expects key=value, got {item!r}")
         try:
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
             values[key] = raw
+    return values
+
+
+def _settings(model: type, base: dict, overrides: list[str]) -> AttackSettings:
+    values = {**base, **_key_values(overrides, "--set")}
     try:
         return parse_config(model, values)
     except ConfigError as exc:
@@ -130,15 +136,7 @@ def bench_race(
             CONTESTANTS.get(name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    knobs: dict = {}
-    for item in run_config:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--run-config expects key=value, got {item!r}")
-        try:
-            knobs[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            knobs[key] = raw
+    knobs = _key_values(run_config, "--run-config")
     root, _ = resolve_data_root(data_root)
     try:
         figures = race(images, iterations, str(root), knobs, names)
