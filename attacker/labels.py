@@ -26,7 +26,15 @@ def class_templates(model: SuperNet, alpha_before: Mapping[str, torch.Tensor], p
                     rule: UpdateRule, per_class: int = 4) -> torch.Tensor:
     """[C, classes, P]: mean single-image update per class, under each capture's α (no graph kept)."""
     groups = list(alpha_before)
-    captures = next(iter(alpha_before.values())).shape[0]
+    # captures of one round share the broadcast α: one template set per distinct α
+    rows = flatten({g: a.detach() for g, a in alpha_before.items()}, groups)
+    distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    if len(distinct) < len(rows):
+        one = torch.zeros(len(distinct), dtype=torch.long).scatter_(0, inverse.cpu(), torch.arange(len(rows)))
+        unique = class_templates(model, {g: a[one.to(a.device)] for g, a in alpha_before.items()}, public, rule,
+                                 per_class)
+        return unique[inverse]
+    captures = len(rows)
     classes = public.spec.num_classes
     picks = torch.cat([(public.aux_labels == c).nonzero().squeeze(1)[:per_class] for c in range(classes)])
     images = public.aux_images[picks].to(next(iter(alpha_before.values())).device)
