@@ -43,3 +43,22 @@ def test_batch_label_counts_are_recovered(data_root, mnist_or_digits):
     recovered, truth = setup(data_root, mnist_or_digits, 2)
     hits = sum(sorted(int(v) for v in r) == t for r, t in zip(recovered, truth))
     assert hits >= 3, (recovered, truth)   # 4 batches of two; NNLS on class templates gets most multisets
+
+
+def test_templates_are_computed_once_per_distinct_alpha_and_stay_per_capture(data_root, mnist_or_digits):
+    data = load_dataset(mnist_or_digits, str(data_root))
+    model = build_supernet(SPEC, data.mean, data.std, torch.Generator().manual_seed(0))
+    public = PublicKnowledge(SPEC, data.mean, data.std, data.train_images[:200].float() / 255,
+                             data.train_labels[:200], 0)
+    net = attack_model(SPEC, data.mean, data.std, {k: v for k, v in model.state_dict().items()
+                                                    if not k.startswith("alphas.")})
+    view, _ = client_capture(model, data.test_images[:1], data.test_labels[:1], LocalSearchConfig(), "c")
+    rule = THREAT_MODELS.get("wire")(view, public, {}).rule
+    g = torch.Generator().manual_seed(3)
+    two = {k: 0.5 * torch.randn(2, *a.shape, generator=g) for k, a in model.alphas.items()}
+    rows = torch.tensor([0, 1, 0])   # captures 0 and 2 share their broadcast α
+    shared = class_templates(net, {k: a[rows] for k, a in two.items()}, public, rule, per_class=1)
+    each = torch.cat([class_templates(net, {k: a[i:i + 1] for k, a in two.items()}, public, rule, per_class=1)
+                      for i in rows.tolist()])
+    torch.testing.assert_close(shared, each, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(shared[0], shared[1])
