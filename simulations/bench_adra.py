@@ -15,15 +15,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from attacker.adra import reconstruct_batch
 from attacker.attacks import ATTACKS
 from attacker.config import AttackSettings
 from attacker.interceptor import attacker_theta, public_knowledge
 from attacker.metrics import build_truth, cached_oracle, chance, score_images, success_rates
+from attacker.model import attack_model
+from attacker.objectives import OBJECTIVES
 from attacker.prior import learned_prior
 from attacker.synthetic import client_capture
 from attacker.threat import THREAT_MODELS, NotApplicable
+from attacker.update import flatten, predicted_update
 from fednas.batches import ImageSet
 from fednas.config import RunConfig, parse_run_config
 from fednas.data import load_dataset
@@ -132,8 +136,31 @@ def run_attack(setup: CaseSetup, settings: AttackSettings, method: str, seed: in
         rows += r
     attack, base = success_rates(rows), success_rates([r["baseline"] for r in rows])
     attack["label"] = base["label"] = float(np.mean([r["label_correct"] for r in rows]))
-    return {**head, "images": len(rows), "attack": attack, "label_only_baseline": base, "chance": chance(10),
-            "seconds_per_image": seconds / max(len(rows), 1)}
+    out = {**head, "images": len(rows), "attack": attack, "label_only_baseline": base, "chance": chance(10),
+           "seconds_per_image": seconds / max(len(rows), 1),
+           "attack_match": float(np.mean([r.match_loss for r in recons]))}
+    if method == "adra" and settings.attack_objective != "whitened-l2":   # whitening scales stay inside ADRA
+        out["truth_match"] = truth_match(setup, settings, truths)
+    return out
+
+
+def truth_match(setup: CaseSetup, settings: AttackSettings, truths: list[Any]) -> float:
+    """Mean gradient-match loss that the true α batches themselves score under the attacker's model: when
+    it is not below the reconstructions' ``attack_match``, the objective cannot single out the truth."""
+    public, groups = setup.public, list(setup.public.spec.alpha_groups())
+    losses = []
+    for target, truth in zip(setup.targets, truths, strict=True):
+        model = attack_model(public.spec, public.mean, public.std, target.theta)
+        n = len(truth.labels)
+        owner, step = torch.zeros(n, dtype=torch.long), torch.arange(target.rule.steps).repeat_interleave(
+            target.rule.batch_size)
+        upd = predicted_update(model, {g: a.unsqueeze(0) for g, a in target.alpha_before.items()}, truth.images,
+                               F.one_hot(truth.labels.long(), public.spec.num_classes).float(), owner, step,
+                               target.rule, create_graph=False)
+        pred = flatten({g: u.detach() for g, u in upd.items()}, groups)
+        observed = flatten({g: a.unsqueeze(0) for g, a in target.alpha_delta.items()}, groups)
+        losses.append(float(OBJECTIVES.get(settings.attack_objective)(pred, observed, None)[0]))
+    return float(np.mean(losses))
 
 
 def run_case(case: Case, indices: range, settings: AttackSettings, data_root: str, train_steps: int,
