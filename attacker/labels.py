@@ -24,17 +24,15 @@ from fednas.supernet import SuperNet
 
 def class_templates(model: SuperNet, alpha_before: Mapping[str, torch.Tensor], public: PublicKnowledge,
                     rule: UpdateRule, per_class: int = 4) -> torch.Tensor:
-    """[C, classes, P]: mean single-image update per class, under each capture's α (no graph kept)."""
+    """[C, classes, P]: mean single-image update per class, under each capture's α (no graph kept).
+
+    Captures of one round share the broadcast α, so the templates are computed once per distinct α."""
     groups = list(alpha_before)
-    # captures of one round share the broadcast α: one template set per distinct α
     rows = flatten({g: a.detach() for g, a in alpha_before.items()}, groups)
     distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    if len(distinct) < len(rows):
-        one = torch.zeros(len(distinct), dtype=torch.long).scatter_(0, inverse.cpu(), torch.arange(len(rows)))
-        unique = class_templates(model, {g: a[one.to(a.device)] for g, a in alpha_before.items()}, public, rule,
-                                 per_class)
-        return unique[inverse]
-    captures = len(rows)
+    one = torch.zeros(len(distinct), dtype=torch.long).scatter_(0, inverse.cpu(), torch.arange(len(rows)))
+    alpha_before = {g: a[one.to(a.device)] for g, a in alpha_before.items()}
+    captures = len(distinct)
     classes = public.spec.num_classes
     picks = torch.cat([(public.aux_labels == c).nonzero().squeeze(1)[:per_class] for c in range(classes)])
     images = public.aux_images[picks].to(next(iter(alpha_before.values())).device)
@@ -48,7 +46,7 @@ def class_templates(model: SuperNet, alpha_before: Mapping[str, torch.Tensor], p
                               owner, torch.zeros_like(owner), single, create_graph=False)
     flat = flatten({g: u.detach() for g, u in update.items()}, groups).view(captures, n, -1)
     labels = public.aux_labels[picks].to(images.device)
-    return torch.stack([flat[:, labels == c].mean(1) for c in range(classes)], dim=1)
+    return torch.stack([flat[:, labels == c].mean(1) for c in range(classes)], dim=1)[inverse]
 
 
 def match_labels(templates: torch.Tensor, observed: torch.Tensor, count: int) -> torch.Tensor:

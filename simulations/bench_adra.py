@@ -148,9 +148,11 @@ def truth_match(setup: CaseSetup, settings: AttackSettings, truths: list[Any]) -
     """Mean gradient-match loss that the true α batches themselves score under the attacker's model: when
     it is not below the reconstructions' ``attack_match``, the objective cannot single out the truth."""
     public, groups = setup.public, list(setup.public.spec.alpha_groups())
-    losses = []
+    losses, models = [], {}
     for target, truth in zip(setup.targets, truths, strict=True):
-        model = attack_model(public.spec, public.mean, public.std, target.theta)
+        if target.theta_key not in models:   # one model per distinct θ (one per round, or the attacker's own)
+            models[target.theta_key] = attack_model(public.spec, public.mean, public.std, target.theta)
+        model = models[target.theta_key]
         n = len(truth.labels)
         owner, step = torch.zeros(n, dtype=torch.long), torch.arange(target.rule.steps).repeat_interleave(
             target.rule.batch_size)
