@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from attacker.prior import cache_dir, cached_module, images_hash, seeded_init
 
@@ -38,7 +37,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image SSIM (Gaussian window 11, data range 1)."""
+    """Per-image SSIM (Gaussian window 11, data range 1). torchmetrics is imported here, when images are
+    first scored: importing it pulls in torchvision and matplotlib (about 3 s in every server process)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     return structural_similarity_index_measure(a.float(), b.float(), data_range=1.0, reduction="none")
 
 

@@ -10,6 +10,8 @@ and the scoring code compares with the truth. Prints JSON (``archleak bench adra
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +26,14 @@ from attacker.interceptor import attacker_theta, public_knowledge
 from attacker.metrics import build_truth, cached_oracle, chance, score_images, success_rates
 from attacker.model import attack_model
 from attacker.objectives import OBJECTIVES
-from attacker.prior import learned_prior
+from attacker.prior import cache_dir, cached_module, images_hash, learned_prior
 from attacker.synthetic import client_capture
 from attacker.threat import THREAT_MODELS, NotApplicable
 from attacker.update import flatten, predicted_update
 from fednas.batches import ImageSet
 from fednas.config import RunConfig, parse_run_config
 from fednas.data import load_dataset
-from fednas.federation import generator, make_model
+from fednas.federation import generator, make_model, supernet_spec
 from fednas.search import LocalSearchConfig, local_search
 from fednas.search_space import edges_per_cell
 from fednas.storage import package_versions
@@ -55,15 +57,31 @@ class Case:
     alpha_size: int
 
 
+BENCH_WEIGHTS_VERSION = 1
+
+
 def bench_weights(cfg: RunConfig, data: Any, steps: int) -> torch.nn.Module:
-    model = make_model(cfg, data, torch.device("cpu"))
-    if steps:
-        public = public_knowledge(cfg, data, 4000)
+    """The case's supernet at round 0, or after ``steps`` θ steps on public data. Trained weights are cached
+    as safetensors (keyed by the supernet spec, seed, steps and the public images), so cases that differ only
+    in B or threat model, and reruns, train once."""
+    if not steps:
+        return make_model(cfg, data, torch.device("cpu"))
+    public = public_knowledge(cfg, data, 4000)
+    spec = supernet_spec(cfg, data)
+    key = images_hash(public.aux_images[:2000], spec.model_dump_json(), cfg.seed, steps, BENCH_WEIGHTS_VERSION)
+
+    def train() -> torch.nn.Module:
+        model = make_model(cfg, data, torch.device("cpu"))
         images = (public.aux_images * 255).round().to(torch.uint8)
         pub = ImageSet(images, public.aux_labels, np.arange(len(images)))
         search = LocalSearchConfig(theta_steps=steps, alpha_steps=0, theta_batch_size=32, theta_lr=0.05)
         local_search(model, pub, pub, search, generator(cfg.seed, 7))
-    return model
+        return model
+
+    model = cached_module(cache_dir() / f"bench-weights-{key}.safetensors",
+                          lambda: make_model(cfg, data, torch.device("cpu")), train,
+                          {"kind": "bench-weights", "steps": steps, "version": BENCH_WEIGHTS_VERSION})
+    return model.train().requires_grad_(True)   # as trained: the cache hands modules back frozen for inference
 
 
 def capture_batch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
@@ -165,12 +183,6 @@ def truth_match(setup: CaseSetup, settings: AttackSettings, truths: list[Any]) -
     return float(np.mean(losses))
 
 
-def run_case(case: Case, indices: range, settings: AttackSettings, data_root: str, train_steps: int,
-             seed: int = 0, attacks: tuple[str, ...] = ("adra",)) -> list[dict[str, Any]]:
-    setup = setup_case(case, indices, settings, data_root, train_steps, seed)
-    return [run_attack(setup, settings, method, seed) for method in attacks]
-
-
 def batched_vs_sequential(settings: AttackSettings, data_root: str, captures: int = 32,
                           iterations: int = 5) -> dict[str, float]:
     """Wall time of one batched reconstruction of ``captures`` against a loop over them (same work)."""
@@ -205,15 +217,35 @@ def cases_for(threats: list[str], batch_sizes: list[int], activations: list[str]
     return [Case(t, b, a, s) for t in threats for b, a, s in points]
 
 
+CaseCallback = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
 def run_adra_bench(cases: list[Case], indices: range, settings: AttackSettings, data_root: str,
                    train_steps: int = 0, compare_sequential: bool = False,
-                   attacks: tuple[str, ...] = ("adra",)) -> dict[str, Any]:
+                   attacks: tuple[str, ...] = ("adra",), on_result: Sequence[CaseCallback] = ()) -> dict[str, Any]:
+    """Every case's figures; ``on_result(figures so far, the new result)`` after each attack of each case."""
     torch.set_num_threads(1)
     out: dict[str, Any] = {"versions": package_versions(), "threads": 1, "indices": [indices.start, indices.stop],
                            "train_steps": train_steps, "settings": settings.model_dump(by_alias=True),
                            "paper_table1_elu_B1_sr": PAPER_TABLE1_ELU_SR, "cases": []}
     for case in cases:
-        out["cases"] += run_case(case, indices, settings, data_root, train_steps, attacks=attacks)
+        setup = setup_case(case, indices, settings, data_root, train_steps)
+        for method in attacks:
+            out["cases"].append(run_attack(setup, settings, method))
+            for cb in on_result:
+                cb(out, out["cases"][-1])
     if compare_sequential:
         out["batched_vs_sequential"] = batched_vs_sequential(settings, data_root)
     return out
+
+
+def result_line(result: dict[str, Any]) -> str:
+    """One line per attacked case, for progress on stderr."""
+    head = (f"{result['threat']} {result['method']} B={result['batch_size']} {result['activation']} "
+            f"α={result['alpha_entries']}")
+    if "not_applicable" in result:
+        return f"{head}: not applicable"
+    a, b = (defaultdict(lambda: float("nan"), result[k]) for k in ("attack", "label_only_baseline"))
+    return (f"{head}: recognised {a['recognised']:.2f} identified {a['identified']:.2f} "
+            f"(label-only {b['recognised']:.2f}/{b['identified']:.2f}) PSNR {a['psnr']:.1f} SSIM {a['ssim']:.2f} "
+            f"{result['seconds_per_image']:.1f} s/img")

@@ -14,12 +14,15 @@ from fednas.config import ConfigError, parse_config
 
 def emit_figures(figures: dict, json_path: Path | None) -> None:
     """Print benchmark figures as JSON, and write them atomically to ``json_path`` when given."""
+    if json_path:
+        write_json(json_path, figures)
+    typer.echo(json.dumps(figures, indent=2))
+
+
+def write_json(path: Path, figures: dict) -> None:
     from fednas.storage import atomic_write_bytes
 
-    text = json.dumps(figures, indent=2)
-    if json_path:
-        atomic_write_bytes(json_path, (text + "\n").encode())
-    typer.echo(text)
+    atomic_write_bytes(path, (json.dumps(figures, indent=2) + "\n").encode())
 
 
 def _parse_list(value: str, kind: type = str) -> list:
@@ -100,7 +103,7 @@ def bench_adra(
     """Success rates of ADRA / Δθ inversion / joint (each criterion, label-only baseline, chance), PSNR/SSIM and
     seconds per image."""
     from fednas.data import resolve_data_root
-    from simulations.bench_adra import cases_for, run_adra_bench
+    from simulations.bench_adra import cases_for, result_line, run_adra_bench
 
     if indices:
         start, _, end = indices.partition(":")
@@ -112,8 +115,15 @@ def bench_adra(
     root, _ = resolve_data_root(data_root)
     cases = cases_for(threats, _parse_list(batch_size, int), _parse_list(activation), _parse_list(alpha_size, int),
                       sweep)
+
+    def progress(so_far: dict, result: dict) -> None:   # long sweeps: a line per case, partial figures kept
+        typer.echo(f"[{len(so_far['cases'])}/{len(cases) * len(chosen.attack_names())}] {result_line(result)}",
+                   err=True)
+        if json_path:
+            write_json(json_path, so_far)
+
     figures = run_adra_bench(cases, span, chosen, str(root), train_steps, compare_sequential,
-                             tuple(chosen.attack_names()))
+                             tuple(chosen.attack_names()), (progress,))
     emit_figures(figures, json_path)
 
 

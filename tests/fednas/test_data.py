@@ -45,3 +45,32 @@ def test_missing_offline_dataset_is_a_clear_error(tmp_path):
         load_dataset("cifar10-subset", str(tmp_path))
     with pytest.raises(ValueError, match="known: mnist, fashion-mnist"):
         resolve_dataset("svhn", Path("."))
+
+
+def _write_idx(path: Path, array) -> None:
+    import numpy as np
+
+    header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
+    path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def test_mnist_raw_files_read_directly_equal_torchvision(tmp_path):
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    arrays = [rng.integers(0, 256, (6, 28, 28)), rng.integers(0, 10, 6), rng.integers(0, 256, (3, 28, 28)),
+              rng.integers(0, 10, 3)]
+    for name, array in zip(data_mod._MNIST_RAW, arrays, strict=True):
+        _write_idx(raw / name, array)
+    fast = data_mod.DATASETS.get("mnist").load(tmp_path, False)
+    reference = data_mod._torchvision_loader("MNIST", (0.1307,), (0.3081,), 10)(tmp_path, False)
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        a, b = getattr(fast, field), getattr(reference, field)
+        assert a.dtype == b.dtype and torch.equal(a, b), field
+    assert fast.train_images.shape == (6, 1, 28, 28) and fast.name == reference.name == "mnist"
+    (raw / data_mod._MNIST_RAW[2]).write_bytes((raw / data_mod._MNIST_RAW[2]).read_bytes()[:-5])
+    with pytest.raises(data_mod.DatasetUnavailable, match="t10k-images-idx3-ubyte is truncated"):
+        data_mod.DATASETS.get("mnist").load(tmp_path, False)

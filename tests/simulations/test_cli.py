@@ -57,6 +57,7 @@ def test_bench_adra_smoke(tmp_path, data_root, mnist_or_digits):
     assert result.exit_code == 0, result.output
     cases = json.loads(out.read_text())["cases"]
     assert [c["method"] for c in cases] == ["adra", "theta", "joint"]
+    assert "[3/3] wire joint B=1" in result.output        # a progress line per attacked case
     for case in cases:
         assert case["threat"] == "wire" and case["images"] == 1 and "recognised" in case["label_only_baseline"]
 
