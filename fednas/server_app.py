@@ -64,12 +64,16 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
         wrap_strategy(strategy, defense, cfg.min_nodes).start(
             grid=grid, initial_arrays=to_array_record(run.global_state()), num_rounds=run.remaining_rounds,
             evaluate_fn=record_round)
-    summary = run.finish({"privacy": ledger.report()} if ledger is not None else None)
+    extra: dict[str, Any] = {"privacy": ledger.report()} if ledger is not None else {}
     if service is not None:
         assert isinstance(grid, TappedGrid)
         stats = grid.close()
         say(f"archleak: tap stored {stats.captures} captures ({stats.errors} errors); "
             f"{stats.hot_path_s:.3f}s on the training path, {stats.writer_s:.2f}s in its writer thread")
+        extra["tap"] = {"captures": stats.captures, "errors": stats.errors, "hot_path_s": stats.hot_path_s,
+                        "writer_s": stats.writer_s}
+    summary = run.finish(extra)
+    if service is not None:
         summary["interceptor"] = service.finish()
     return summary
 

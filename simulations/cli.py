@@ -91,11 +91,18 @@ def bench_interceptor(
     data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
     clients: Annotated[int, typer.Option(help="simulated clients")] = 4,
     rounds: Annotated[int, typer.Option(help="federated rounds")] = 3,
+    modes: Annotated[str, typer.Option(help="interceptor modes, comma list: off, capture, live, after-run")] =
+        "off,capture,live,after-run",
+    repeats: Annotated[int, typer.Option(min=1, help="runs per mode, interleaved (ratios use medians)")] = 1,
 ) -> None:
     """Per-round cost of the tap and of a live attacker; extra wall time of the after-run attack."""
-    from simulations.bench_interceptor import run_interceptor_bench
+    from simulations.bench_interceptor import check_modes, run_interceptor_bench
 
-    figures = run_interceptor_bench(data_root, clients, rounds)
+    try:
+        chosen = tuple(check_modes([m.strip() for m in modes.split(",") if m.strip()]))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    figures = run_interceptor_bench(data_root, clients, rounds, chosen, repeats)
     emit_figures(figures, json_path)
 
 

@@ -65,6 +65,8 @@ def test_every_round_and_client_is_captured_attacked_and_shown(runs):
         assert {"psnr", "ssim", "recognised", "identified", "baseline", "true_label"} <= set(m["images"][0])
     page = (live / "reconstructions" / "wire" / "index.html").read_text()
     assert "label-only baseline" in page and all(m["png"] in page for m in metrics)
+    tap = json.loads((live / "summary.json").read_text())["tap"]      # the tap's own timers, in the run summary
+    assert tap["captures"] == 2 and tap["errors"] == 0 and tap["hot_path_s"] > 0 and tap["writer_s"] > 0
     summary = json.loads((live / "reconstructions" / "wire" / "summary.json").read_text())
     assert set(summary["by_attack"]) == {"adra", "theta", "joint"}
     assert summary["by_attack"]["theta"]["attack"]["label"] >= 0.5     # analytic labels from the bias update

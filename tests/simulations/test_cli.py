@@ -67,6 +67,11 @@ def test_bench_adra_rejects_bad_settings(data_root):
     assert result.exit_code != 0 and "l2, cosine, whitened-l2" in flat(result.output)
 
 
+def test_bench_interceptor_rejects_unknown_modes():
+    result = runner.invoke(app, ["bench", "interceptor", "--modes", "off,sniff"])
+    assert result.exit_code != 0 and "off, capture, live, after-run" in flat(result.output)
+
+
 def test_bench_defenses_smoke(tmp_path, data_root, mnist_or_digits):
     out = tmp_path / "defenses.json"
     config = [f"dataset='{mnist_or_digits}'", f"data-root='{data_root}'", "theta-steps=1", "alpha-steps=2",
