@@ -68,7 +68,7 @@ def bench_weights(cfg: RunConfig, data: Any, steps: int) -> torch.nn.Module:
         return make_model(cfg, data, torch.device("cpu"))
     public = public_knowledge(cfg, data, 4000)
     spec = supernet_spec(cfg, data)
-    key = images_hash(public.aux_images[:2000], spec.model_dump_json(), cfg.seed, steps, BENCH_WEIGHTS_VERSION)
+    key = images_hash(public.aux_images, spec.model_dump_json(), cfg.seed, steps, BENCH_WEIGHTS_VERSION)
 
     def train() -> torch.nn.Module:
         model = make_model(cfg, data, torch.device("cpu"))
