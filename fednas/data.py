@@ -131,12 +131,12 @@ def _mnist_loader(cls_name: str, mean: tuple[float, ...], std: tuple[float, ...]
     """MNIST-format datasets: raw IDX files read directly when on disk (no torchvision import, which costs
     about 2 s per process), torchvision's download otherwise."""
     via_torchvision = _torchvision_loader(cls_name, mean, std, 10)
+    present = _torchvision_present(f"{cls_name}/raw", _MNIST_RAW)
 
     def load(root: Path, download: bool) -> ImageData:
-        raw = root / cls_name / "raw"
-        if not all((raw / f).exists() for f in _MNIST_RAW):
+        if not present(root):
             return via_torchvision(root, download)
-        xtr, ytr, xte, yte = (torch.from_numpy(read_idx(raw / f).copy()) for f in _MNIST_RAW)
+        xtr, ytr, xte, yte = (torch.from_numpy(read_idx(root / cls_name / "raw" / f).copy()) for f in _MNIST_RAW)
         return ImageData(cls_name.lower(), xtr.unsqueeze(1), ytr.long(), xte.unsqueeze(1), yte.long(), mean, std, 10)
 
     return load

@@ -14,15 +14,11 @@ from fednas.config import ConfigError, parse_config
 
 def emit_figures(figures: dict, json_path: Path | None) -> None:
     """Print benchmark figures as JSON, and write them atomically to ``json_path`` when given."""
+    from fednas.storage import atomic_write_json
+
     if json_path:
-        write_json(json_path, figures)
+        atomic_write_json(json_path, figures)
     typer.echo(json.dumps(figures, indent=2))
-
-
-def write_json(path: Path, figures: dict) -> None:
-    from fednas.storage import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(figures, indent=2) + "\n").encode())
 
 
 def _parse_list(value: str, kind: type = str) -> list:
@@ -103,6 +99,7 @@ def bench_adra(
     """Success rates of ADRA / Δθ inversion / joint (each criterion, label-only baseline, chance), PSNR/SSIM and
     seconds per image."""
     from fednas.data import resolve_data_root
+    from fednas.storage import atomic_write_json
     from simulations.bench_adra import cases_for, result_line, run_adra_bench
 
     if indices:
@@ -120,7 +117,7 @@ def bench_adra(
         typer.echo(f"[{len(so_far['cases'])}/{len(cases) * len(chosen.attack_names())}] {result_line(result)}",
                    err=True)
         if json_path:
-            write_json(json_path, so_far)
+            atomic_write_json(json_path, so_far)
 
     figures = run_adra_bench(cases, span, chosen, str(root), train_steps, compare_sequential,
                              tuple(chosen.attack_names()), (progress,))
