@@ -2,49 +2,62 @@
 
 ``FastSuperNet(model)(x, alphas)`` computes ``model(x, alphas)``: the same function and the same second
 derivatives (tested to 1e-5), with far fewer and cheaper kernel calls. ADRA differentiates an α gradient
-with respect to the images, so every operation runs forward, backward and backward-of-backward, and on
-CPU the supernet's hundreds of tiny operations are dominated by per-call overhead. What changes:
+with respect to the images, so every operation runs forward, backward and backward-of-backward. What
+changes:
 
 * every edge leaving a state is evaluated together: the convolutions of one kind on all those edges
-  become one call with their output channels side by side, and the second half of a separable
-  convolution one call grouped by edge. Parameter-free operations (pooling, identity) run once per state
-  instead of once per edge, and the α-weighted sum is taken per state, not per edge;
-* each depthwise + pointwise pair becomes one dense convolution (``fuse_pair``). PyTorch's grouped
-  (depthwise) convolution loops over channels in its double backward: at one image, 3,192 kernel calls
-  per iteration, against 424 once dense. Run separately (depthwise, then pointwise) they cost fewer
-  multiplications but measured slower here at every batch size tried, because CPU depthwise kernels are slow;
-* every convolution is a frozen-weight :class:`_Conv` whose backward is a transposed convolution and vice
-  versa, so each derivative order is one kernel call;
+  become one depthwise call over the edges' channels side by side and one pointwise call grouped by
+  edge. Parameter-free operations (pooling, identity) run once per state instead of once per edge, and
+  the α-weighted sum is taken per state, not per edge;
+* every convolution is a :class:`attacker.frozenconv.FrozenConv`: its backward is a transposed
+  convolution and vice versa, so each derivative order is one kernel call, and both run as forward
+  convolutions on channels-last tensors, where oneDNN's depthwise kernels are fast. The whole network
+  stays channels-last, so no layout conversions sit between the calls;
 * the activation of a state is computed once and shared by every operation reading it (DARTS applies it
   inside each operation);
-* 3x3 average pooling (count_include_pad=False) is a sum of shifted slices times a constant count map,
-  and max pooling runs channels-last (PyTorch's CPU max pooling is 4-9x faster in that layout).
+* 3x3 average pooling (count_include_pad=False) is a sum of shifted slices times a constant count map.
 
-Measured for one ADRA iteration on the default MNIST supernet, one core: 17-19 ms per image with 32
-captures batched (54 ms before these changes), about 40 ms with 8 (150 ms before). ``archleak bench adra
---compare-sequential`` times 32 captures batched against a loop over them.
+An earlier version fused each depthwise + pointwise pair into one dense convolution: fewer calls, but
+up to 14x the multiplications; at 128 captures batched the convolutions were then 55 % of an iteration.
+``archleak bench adra --compare-sequential`` times 32 captures batched against a loop over them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fednas.operations import DilConv, FactorizedReduce, SepConv
+from attacker.frozenconv import FrozenConv, channels_last, repeat_channels
+from fednas.operations import ActConvBN, DilConv, FactorizedReduce, SepConv
 from fednas.search_space import SupernetSpec
 from fednas.supernet import SearchCell, SuperNet
 
 Tensor = torch.Tensor
-# (state, activated state) -> [n, E, C, H, W]: one output per edge leaving the state (E = 1: shared by all)
-EdgesFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def fuse_pair(dw: nn.Conv2d, pw: nn.Conv2d) -> Tensor:
-    """Weight of one dense conv equal to ``pw(dw(x))`` (convolution is linear: ``W[o, i] = pw[o, i] * dw[i]``)."""
-    return (pw.weight[:, :, 0, 0].unsqueeze(-1).unsqueeze(-1) * dw.weight[:, 0].unsqueeze(0)).detach()
+class SourceInputs:
+    """A state as the operations on its E outgoing edges read it: raw (``h``), activated (``a``) and activated
+    repeated once per edge (``a_edges``, [n, E * C, H, W]); each computed once, on first use."""
+
+    def __init__(self, h: Tensor, act: Callable[[Tensor], Tensor], edges: int) -> None:
+        self.h, self.act, self.edges = h, act, edges
+
+    @cached_property
+    def a(self) -> Tensor:
+        return self.act(self.h)
+
+    @cached_property
+    def a_edges(self) -> Tensor:
+        return repeat_channels(self.a, self.edges)
+
+
+# inputs -> [n, E * C, H, W], the E edges leaving the state side by side, or [n, C, H, W] when the
+# operation's output is the same on every edge (pooling, identity); channels-last
+EdgesFn = Callable[[SourceInputs], Tensor]
 
 
 def _box_sum(x: Tensor, stride: int) -> tuple[Tensor, Tensor]:
@@ -65,108 +78,94 @@ def avg_pool_3x3(x: Tensor, stride: int) -> Tensor:
     return total / count
 
 
-Geometry = tuple[int, int, int, int]  # stride, padding, dilation, groups
-
-
-class _Conv(torch.autograd.Function):
-    """A convolution with a frozen weight whose backward is a transposed convolution (and vice versa), so
-    derivatives of any order are single kernel calls (PyTorch's own double backward loops over groups)."""
+class _ELU(torch.autograd.Function):
+    """ELU whose backward reads its output rather than its input (``elu'(x) = y + alpha`` where x <= 0), so no
+    derivative order evaluates the exponential again (PyTorch's ``F.elu`` backward does)."""
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor, geom: Geometry) -> Tensor:
-        return F.conv2d(x, weight, None, geom[0], geom[1], geom[2], geom[3])
+    def forward(x: Tensor, alpha: float) -> Tensor:
+        return F.elu(x, alpha)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-        x, ctx.weight, ctx.geom = inputs
-        ctx.size = tuple(x.shape[-2:])
+        ctx.alpha = inputs[1]
+        ctx.save_for_backward(output)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        return _ConvT.apply(grad, ctx.weight, ctx.geom, ctx.size), None, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.elu_backward(grad, ctx.alpha, 1, 1, True, y), None
 
 
-class _ConvT(torch.autograd.Function):
-    @staticmethod
-    def forward(g: Tensor, weight: Tensor, geom: Geometry, size: tuple[int, int]) -> Tensor:
-        stride, padding, dilation, groups = geom
-        reach = dilation * (weight.shape[-1] - 1) + 1
-        extra = [size[i] - ((g.shape[i - 2] - 1) * stride - 2 * padding + reach) for i in (0, 1)]
-        return F.conv_transpose2d(g, weight, None, stride, padding, extra, groups, dilation)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-        _, ctx.weight, ctx.geom, _ = inputs
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        return _Conv.apply(grad, ctx.weight, ctx.geom), None, None, None
-
-
-def frozen_conv(weight: Tensor, stride: int = 1, padding: int = 0, dilation: int = 1,
-                groups: int = 1) -> Callable[[Tensor], Tensor]:
-    geom = (stride, padding, dilation, groups)
-    return lambda x: _Conv.apply(x, weight, geom)
+def _activation(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    if type(module) is nn.ELU:
+        alpha = module.alpha
+        return lambda x: _ELU.apply(x, alpha)
+    return module
 
 
 def _norm(norms: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
-    """The edges' normalisation on [n, E, C, H, W] (BatchNorm without affine, as built by the supernet)."""
+    """The edges' normalisation (BatchNorm without affine, as built by the supernet) on an ``EdgesFn`` output."""
     first = norms[0]
     if not isinstance(first, nn.BatchNorm2d):
         return lambda t: t
     if first.training:  # batch statistics per channel: the same for every edge
-        return lambda t: F.batch_norm(t.flatten(1, 2), None, None, training=True, eps=first.eps).view_as(t)
+        return lambda t: F.batch_norm(t, None, None, training=True, eps=first.eps)
     mean = torch.cat([m.running_mean for m in norms])
     var = torch.cat([m.running_var for m in norms])
-
-    def running(t: Tensor) -> Tensor:
-        t = t.expand(t.shape[0], len(norms), *t.shape[2:])
-        return F.batch_norm(t.flatten(1, 2), mean, var, training=False, eps=first.eps).view_as(t)
-    return running
+    return lambda t: F.batch_norm(repeat_channels(t, len(mean) // t.shape[1]), mean, var, training=False,
+                                  eps=first.eps)
 
 
-def _split(t: Tensor, edges: int) -> Tensor:
-    return t.view(t.shape[0], edges, -1, *t.shape[-2:])
+def _separable(blocks: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
+    """Depthwise then pointwise convolution of every edge's block (``DilConv`` layout: act, dw, pw, norm) on
+    the edges' inputs side by side."""
+    dw, e = blocks[0][1], len(blocks)
+    depthwise = FrozenConv(torch.cat([b[1].weight for b in blocks]), dw.stride[0], dw.padding[0],
+                           dw.dilation[0], e * dw.in_channels)
+    pointwise = FrozenConv(torch.cat([b[2].weight for b in blocks]), groups=e)
+    return lambda x: pointwise(depthwise(x))
 
 
 def _dil_fn(blocks: Sequence[nn.Module]) -> EdgesFn:
-    """act -> dw -> pw -> norm on every edge, as one dense convolution (input: the activated state)."""
-    dw = blocks[0][1]
-    conv = frozen_conv(torch.cat([fuse_pair(b[1], b[2]) for b in blocks]), dw.stride[0], dw.padding[0],
-                       dw.dilation[0])
-    norm, e = _norm([b[3] for b in blocks]), len(blocks)
-    return lambda h, a: norm(_split(conv(a), e))
+    """act -> dw -> pw -> norm on every edge."""
+    conv, norm = _separable(blocks), _norm([b[3] for b in blocks])
+    return lambda s: norm(conv(s.a_edges))
 
 
 def _sep_fn(ops: Sequence[nn.Module]) -> EdgesFn:
-    """Two dil blocks: the first over the shared activated state, the second grouped by edge."""
+    """Two dil blocks: the first over the shared activated state, the second on each edge's own channels."""
     first = _dil_fn([o[0] for o in ops])
     blocks = [o[1] for o in ops]
-    act, dw, e = blocks[0][0], blocks[0][1], len(blocks)
-    conv = frozen_conv(torch.cat([fuse_pair(b[1], b[2]) for b in blocks]), dw.stride[0], dw.padding[0],
-                       dw.dilation[0], e)
-    norm = _norm([b[3] for b in blocks])
+    act = _activation(blocks[0][0])
+    conv, norm = _separable(blocks), _norm([b[3] for b in blocks])
+    return lambda s: norm(conv(act(first(s))))
 
-    def fn(h: Tensor, a: Tensor) -> Tensor:
-        return norm(_split(conv(act(first(h, a)).flatten(1, 2)), e))
+
+def _factorized(ops: Sequence[FactorizedReduce]) -> Callable[[Tensor], Tensor]:
+    """Every edge's two offset strided 1x1 convolutions as one convolution over [x, x shifted]: output
+    channels edge by edge, each edge's ``conv_1`` half then its ``conv_2`` half."""
+    c_in = ops[0].conv_1.in_channels
+    rows = []
+    for o in ops:
+        w1, w2 = o.conv_1.weight, o.conv_2.weight
+        rows += [torch.cat([w1, torch.zeros_like(w1)], 1), torch.cat([torch.zeros_like(w2), w2], 1)]
+    conv = FrozenConv(torch.cat(rows), 2)
+    assert conv.weight.shape[1] == 2 * c_in
+
+    def fn(a: Tensor) -> Tensor:
+        return conv(torch.cat([a, F.pad(a, (0, 1, 0, 1))[:, :, 1:, 1:]], dim=1))
     return fn
 
 
 def _reduce_fn(ops: Sequence[FactorizedReduce]) -> EdgesFn:
-    c1 = frozen_conv(torch.cat([o.conv_1.weight.detach() for o in ops]), 2)
-    c2 = frozen_conv(torch.cat([o.conv_2.weight.detach() for o in ops]), 2)
-    norm, e = _norm([o.bn for o in ops]), len(ops)
-
-    def fn(h: Tensor, a: Tensor) -> Tensor:
-        y1 = c1(a)
-        y2 = c2(F.pad(a, (0, 1, 0, 1))[:, :, 1:, 1:])
-        return norm(torch.cat([_split(y1, e), _split(y2, e)], dim=2))
-    return fn
+    conv, norm = _factorized(ops), _norm([o.bn for o in ops])
+    return lambda s: norm(conv(s.a))
 
 
-def _channels_last(pool: nn.Module, h: Tensor) -> Tensor:
-    """``pool(h)`` computed channels-last: PyTorch's CPU max pooling is 4-9x faster in that layout here."""
-    return pool(h.contiguous(memory_format=torch.channels_last)).contiguous()
+def _channels_last_pool(pool: nn.Module) -> Callable[[Tensor], Tensor]:
+    """PyTorch's CPU max pooling is 4-9x faster channels-last here."""
+    return lambda h: pool(channels_last(h))
 
 
 def _edges_fn(ops: Sequence[nn.Module]) -> EdgesFn:
@@ -179,14 +178,25 @@ def _edges_fn(ops: Sequence[nn.Module]) -> EdgesFn:
     if isinstance(op, FactorizedReduce):
         return _reduce_fn(ops)
     if isinstance(op, nn.Identity):
-        return lambda h, a: h.unsqueeze(1)
+        return lambda s: s.h
     if isinstance(op, nn.Sequential) and isinstance(op[0], nn.AvgPool2d) and not op[0].count_include_pad:
         stride, norm = int(op[0].stride), _norm([o[1] for o in ops])
-        return lambda h, a: norm(avg_pool_3x3(h, stride).unsqueeze(1))
+        return lambda s: norm(avg_pool_3x3(s.h, stride))
     if isinstance(op, nn.Sequential) and isinstance(op[0], nn.MaxPool2d):
-        pool, norm = op[0], _norm([o[1] for o in ops])
-        return lambda h, a: norm(_channels_last(pool, h).unsqueeze(1))
-    return lambda h, a: torch.stack([o(h) for o in ops], dim=1)  # any other registered operation, per edge
+        pool, norm = _channels_last_pool(op[0]), _norm([o[1] for o in ops])
+        return lambda s: norm(pool(s.h))
+    return lambda s: torch.cat([o(s.h) for o in ops], dim=1)  # any other registered operation, per edge
+
+
+def _preprocess(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A cell's input preprocessing (act -> 1x1 conv -> norm, or a factorized reduction) on frozen convs."""
+    if isinstance(module, ActConvBN):
+        act, conv, norm = _activation(module[0]), FrozenConv(module[1].weight), module[2]
+        return lambda s: norm(conv(act(s)))
+    if isinstance(module, FactorizedReduce):
+        act, conv, norm = _activation(module.act), _factorized([module]), module.bn
+        return lambda s: norm(conv(act(s)))
+    return module
 
 
 class FastSource:
@@ -201,22 +211,27 @@ class FastSource:
         self.active = mixed[0].active
         self.ops = [_edges_fn([m.ops[k] for m in mixed]) for k in self.active]
 
-    def __call__(self, h: Tensor, a: Tensor, weights: Tensor) -> list[Tensor]:
-        """``weights``: [n, edges, ops] (per sample) or [edges, ops]; one [n, C, H, W] per target node."""
-        w = weights[..., self.rows, :]
+    def __call__(self, h: Tensor, act: Callable[[Tensor], Tensor], weights: Tensor) -> list[Tensor]:
+        """``weights``: [n, edges, ops] (per sample) or [edges, ops]; one [n, C, H, W] per target node.
+
+        The α weights are spread over each edge's channels, so every product is a channels-last tensor
+        times a [n, E * C, 1, 1] one: dense kernels with long inner loops, in all derivative orders."""
+        e, c = len(self.targets), h.shape[1]
+        inputs = SourceInputs(h, act, e)
+        w = weights[..., self.rows, :].repeat_interleave(c, dim=-2)   # [n, E * C, ops] or [E * C, ops]
         total = None
         for k, fn in zip(self.active, self.ops, strict=True):
-            wk = w[..., k]
-            term = wk.reshape(*wk.shape, 1, 1, 1) * fn(h, a)
+            y = fn(inputs)
+            term = w[..., k].reshape(-1, e * c, 1, 1) * (y if y.shape[1] == e * c else repeat_channels(y, e))
             total = term if total is None else total + term
         assert total is not None
-        return list(total.unbind(1))
+        return list(total.split(c, dim=1))
 
 
 class FastCell:
     def __init__(self, cell: SearchCell) -> None:
-        self.nodes, self.act = cell.nodes, cell.preprocess1[0]
-        self.pre0, self.pre1 = cell.preprocess0, cell.preprocess1
+        self.nodes, self.act = cell.nodes, _activation(cell.preprocess1[0])
+        self.pre0, self.pre1 = _preprocess(cell.preprocess0), _preprocess(cell.preprocess1)
         self.sources = [FastSource(cell, j) for j in range(cell.nodes + 1)]
 
     def __call__(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
@@ -224,7 +239,7 @@ class FastCell:
         pending: list[Tensor | None] = [None] * self.nodes
         for j, source in enumerate(self.sources):
             h = states[j]
-            for i, part in zip(source.targets, source(h, self.act(h), weights), strict=True):
+            for i, part in zip(source.targets, source(h, self.act, weights), strict=True):
                 pending[i] = part if pending[i] is None else pending[i] + part
             if j >= 1:  # every edge into node j - 1 has now been added
                 node = pending[j - 1]
@@ -240,6 +255,8 @@ class FastSuperNet(nn.Module):
         super().__init__()
         self.model = model
         self.cells = [FastCell(c) for c in model.cells]
+        conv = model.stem[0]
+        self.stem_conv = FrozenConv(conv.weight, conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups)
 
     @property
     def spec(self) -> SupernetSpec:
@@ -250,7 +267,7 @@ class FastSuperNet(nn.Module):
         model = self.model
         source = model.alphas if alphas is None else alphas
         weights = {g: F.softmax(a, dim=-1) for g, a in source.items()}
-        s0 = s1 = model.stem((x - model.input_mean) / model.input_std)
+        s0 = s1 = model.stem[1:](self.stem_conv((x - model.input_mean) / model.input_std))
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, weights[self.spec.alpha_group(i)])
         return model.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
