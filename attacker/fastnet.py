@@ -6,15 +6,15 @@ with respect to the images, so every operation runs forward, backward and backwa
 changes:
 
 * every edge leaving a state is evaluated together: the convolutions of one kind on all those edges
-  become one depthwise call over the edges' channels side by side and one pointwise call grouped by
-  edge. Parameter-free operations (pooling, identity) run once per state instead of once per edge, and
-  the α-weighted sum is taken per state, not per edge;
+  become one depthwise call over the edges' channels side by side (the activated state is repeated once
+  per edge, once per state) and one pointwise call grouped by edge. Parameter-free operations (pooling,
+  identity) run once per state instead of once per edge, and the α-weighted sum is taken per state;
 * every convolution is a :class:`attacker.frozenconv.FrozenConv`: its backward is a transposed
-  convolution and vice versa, so each derivative order is one kernel call, and both run as forward
-  convolutions on channels-last tensors, where oneDNN's depthwise kernels are fast. The whole network
-  stays channels-last, so no layout conversions sit between the calls;
+  convolution and vice versa, so each derivative order is one kernel call, on channels-last tensors
+  where oneDNN's depthwise kernels are fast. The whole network stays channels-last, and the α weights are
+  spread over each edge's channels ([n, E * C, 1, 1]), so the products run with long inner loops;
 * the activation of a state is computed once and shared by every operation reading it (DARTS applies it
-  inside each operation);
+  inside each operation); ELU's backward reads its output, so no derivative order recomputes exp;
 * 3x3 average pooling (count_include_pad=False) is a sum of shifted slices times a constant count map.
 
 An earlier version fused each depthwise + pointwise pair into one dense convolution: fewer calls, but
