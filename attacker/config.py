@@ -42,9 +42,9 @@ class AttackSettings(BaseModel):
     attack_batch: int = Field(16, ge=1, description="captures reconstructed together in one batched optimisation")
     attack_aux_samples: int = Field(2000, ge=10, description="public population images the attacker uses "
                                                              "(class means, label templates, prior)")
-    attack_fast: bool = Field(True, description="fast path: edges leaving a state evaluated together, fused "
-                                                 "depthwise+pointwise convolutions (the same function, tested "
-                                                 "to 1e-5)")
+    attack_fast: bool = Field(True, description="fast path: edges leaving a state evaluated together, "
+                                                 "channels-last frozen depthwise and pointwise convolutions (the "
+                                                 "same function, tested to 1e-5)")
     attacks: str = Field("adra,theta,joint", description="comma list of attacks run on every capture: 'adra' (Δα), "
                                                          "'theta' (Δθ inversion), 'joint' (Δα and Δθ together)")
     inversion_objective: str = Field("cosine", description="θ/joint attacks: gradient matching on Δθ "
