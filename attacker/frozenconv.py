@@ -80,7 +80,8 @@ class FrozenConv:
 
     def transpose(self, g: Tensor, size: tuple[int, int]) -> Tensor:
         """The transposed convolution of ``g`` back to spatial ``size`` (the gradient of :meth:`forward`):
-        a forward convolution of ``g`` zero-interleaved by the stride, with the transposed kernel."""
+        a forward convolution of ``g``, zero-interleaved by the stride, with the transposed kernel; strided
+        convolutions without dilation use oneDNN's transposed kernel instead."""
         h, w = g.shape[-2:]
         left = self.reach - self.padding
         extra = [size[0] - ((h - 1) * self.stride + 1 + 2 * left - self.reach),
