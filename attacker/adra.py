@@ -154,10 +154,10 @@ def optimise(variables: list[torch.Tensor], losses: Callable[[], tuple[torch.Ten
             opt.zero_grad()
             _, total = losses()
             loss = total.sum()
-            loss.backward()
+            loss.backward(inputs=variables)
             count[0] += 1
             for cb in callbacks:
-                cb(Progress(count[0], iterations, rows, float(loss) / rows))
+                cb(Progress(count[0], iterations, rows, float(loss.detach()) / rows))
             return loss
 
         opt.step(closure)
@@ -168,8 +168,8 @@ def optimise(variables: list[torch.Tensor], losses: Callable[[], tuple[torch.Ten
         opt.zero_grad()
         _, total = losses()
         loss = total.sum()
-        loss.backward()
+        loss.backward(inputs=variables)
         opt.step()
         sched.step()
         for cb in callbacks:
-            cb(Progress(it + 1, iterations, rows, float(loss) / rows))
+            cb(Progress(it + 1, iterations, rows, float(loss.detach()) / rows))

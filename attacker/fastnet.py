@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacker.frozenconv import FrozenConv, channels_last, repeat_channels
+from attacker.frozenconv import FrozenConv
+from attacker.layout import cat_channels, channels_last, repeat_channels, shift_up_left, split_channels
 from fednas.operations import ActConvBN, DilConv, FactorizedReduce, SepConv
 from fednas.search_space import SupernetSpec
 from fednas.supernet import SearchCell, SuperNet
@@ -60,22 +61,28 @@ class SourceInputs:
 EdgesFn = Callable[[SourceInputs], Tensor]
 
 
-def _box_sum(x: Tensor, stride: int) -> tuple[Tensor, Tensor]:
-    """3x3 window sums with zero padding 1, and each window's count of real pixels."""
-    h, w = x.shape[-2:]
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-
-    def window(t: Tensor) -> Tensor:
-        tp = F.pad(t, (1, 1, 1, 1))
-        r = sum(tp[..., :, j:j + stride * (wo - 1) + 1:stride] for j in range(3))
-        return sum(r[..., i:i + stride * (ho - 1) + 1:stride, :] for i in range(3))
-
-    return window(x), window(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))
+def _window_counts(size: int, stride: int) -> Tensor:
+    """How many of a 3x3 window's rows (or columns) lie inside ``size``, per output position (padding 1)."""
+    centre = torch.arange(0, size, stride)
+    return (centre + 1).clamp(max=size - 1) - (centre - 1).clamp(min=0) + 1
 
 
-def avg_pool_3x3(x: Tensor, stride: int) -> Tensor:
-    total, count = _box_sum(x, stride)
-    return total / count
+class AvgPool3x3:
+    """3x3 average pooling with padding 1 and ``count_include_pad=False``: a depthwise convolution with a
+    ones kernel (channels-last in every derivative order) times each window's reciprocal pixel count."""
+
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+        self.convs: dict[tuple[int, torch.dtype, torch.device], FrozenConv] = {}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        c, (h, w) = x.shape[1], x.shape[-2:]
+        key = (c, x.dtype, x.device)
+        if key not in self.convs:
+            ones = torch.ones(c, 1, 3, 3, dtype=x.dtype, device=x.device)
+            self.convs[key] = FrozenConv(ones, self.stride, 1, 1, c)
+        counts = _window_counts(h, self.stride)[:, None] * _window_counts(w, self.stride)[None, :]
+        return self.convs[key](x) * (1.0 / counts).to(x)
 
 
 class _ELU(torch.autograd.Function):
@@ -152,7 +159,7 @@ def _factorized(ops: Sequence[FactorizedReduce]) -> Callable[[Tensor], Tensor]:
     conv = FrozenConv(torch.cat(rows), 2)
 
     def fn(a: Tensor) -> Tensor:
-        return conv(torch.cat([a, F.pad(a, (0, 1, 0, 1))[:, :, 1:, 1:]], dim=1))
+        return conv(cat_channels([a, shift_up_left(a)]))
     return fn
 
 
@@ -173,8 +180,8 @@ def _edges_fn(ops: Sequence[nn.Module]) -> EdgesFn:
     if isinstance(op, nn.Identity):
         return lambda s: s.h
     if isinstance(op, nn.Sequential) and isinstance(op[0], nn.AvgPool2d) and not op[0].count_include_pad:
-        stride, norm = int(op[0].stride), _norm([o[1] for o in ops])
-        return lambda s: norm(avg_pool_3x3(s.h, stride))
+        pool, norm = AvgPool3x3(int(op[0].stride)), _norm([o[1] for o in ops])
+        return lambda s: norm(pool(s.h))
     if isinstance(op, nn.Sequential) and isinstance(op[0], nn.MaxPool2d):
         pool, norm = op[0], _norm([o[1] for o in ops])
         return lambda s: norm(pool(channels_last(s.h)))   # CPU max pooling is 4-9x faster channels-last
@@ -218,7 +225,7 @@ class FastSource:
             term = w[..., k].reshape(-1, e * c, 1, 1) * (y if y.shape[1] == e * c else repeat_channels(y, e))
             total = term if total is None else total + term
         assert total is not None
-        return list(total.split(c, dim=1))
+        return list(split_channels(total, [c] * e))
 
 
 class FastCell:
@@ -238,7 +245,7 @@ class FastCell:
                 node = pending[j - 1]
                 assert node is not None
                 states.append(node)
-        return torch.cat(states[2:], dim=1)
+        return cat_channels(states[2:])
 
 
 class FastSuperNet(nn.Module):

@@ -22,13 +22,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from attacker.layout import channels_last
+
 Tensor = torch.Tensor
-CHANNELS_LAST = torch.channels_last
-
-
-def channels_last(x: Tensor) -> Tensor:
-    """``x`` laid out channels-last (a no-op when it already is)."""
-    return x.contiguous(memory_format=CHANNELS_LAST)
 
 
 def transposed_kernel(weight: Tensor, groups: int) -> Tensor:
@@ -76,7 +72,8 @@ class FrozenConv:
         return _Conv.apply(x, self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(channels_last(x), self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+        return channels_last(F.conv2d(channels_last(x), self.weight, None, self.stride, self.padding, self.dilation,
+                                      self.groups))
 
     def transpose(self, g: Tensor, size: tuple[int, int]) -> Tensor:
         """The transposed convolution of ``g`` back to spatial ``size`` (the gradient of :meth:`forward`):
@@ -120,12 +117,3 @@ class _ConvT(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         return _Conv.apply(grad, ctx.conv), None, None
-
-
-def repeat_channels(x: Tensor, times: int) -> Tensor:
-    """[N, C, H, W] -> [N, times * C, H, W] (``x`` repeated along channels), channels-last in one copy."""
-    if times == 1:
-        return channels_last(x)
-    n, c, h, w = x.shape
-    nhwc = x.permute(0, 2, 3, 1).unsqueeze(3).expand(n, h, w, times, c)
-    return nhwc.reshape(n, h, w, times * c).permute(0, 3, 1, 2)

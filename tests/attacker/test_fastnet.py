@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacker.fastnet import FastSuperNet, avg_pool_3x3
+from attacker.fastnet import AvgPool3x3, FastSuperNet
 from fednas.search_space import SupernetSpec
 from fednas.supernet import build_supernet
 
@@ -58,7 +58,7 @@ def test_batchnorm_with_running_statistics_matches_the_reference():
 
 
 @pytest.mark.parametrize("stride,size", [(1, 7), (2, 8), (2, 7)])
-def test_sliced_average_pool_matches_torch(stride, size):
+def test_average_pool_matches_torch(stride, size):
     x = torch.rand(2, 3, size, size)
     ref = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
-    torch.testing.assert_close(avg_pool_3x3(x, stride), ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(AvgPool3x3(stride)(x), ref, rtol=1e-6, atol=1e-6)

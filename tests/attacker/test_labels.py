@@ -60,5 +60,6 @@ def test_templates_are_computed_once_per_distinct_alpha_and_stay_per_capture(dat
     shared = class_templates(net, {k: a[rows] for k, a in two.items()}, public, rule, per_class=1)
     each = torch.cat([class_templates(net, {k: a[i:i + 1] for k, a in two.items()}, public, rule, per_class=1)
                       for i in rows.tolist()])
-    torch.testing.assert_close(shared, each, rtol=1e-5, atol=1e-7)
+    # one batched call against one call per capture: float32 kernels sum in a batch-dependent order (1 ulp)
+    torch.testing.assert_close(shared, each, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(shared[0], shared[1])
