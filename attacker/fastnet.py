@@ -24,6 +24,8 @@ up to 14x the multiplications; at 128 captures batched the convolutions were the
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 
@@ -212,20 +214,43 @@ class FastSource:
         self.ops = [_edges_fn([m.ops[k] for m in mixed]) for k in self.active]
 
     def __call__(self, h: Tensor, act: Callable[[Tensor], Tensor], weights: Tensor) -> list[Tensor]:
-        """``weights``: [n, edges, ops] (per sample) or [edges, ops]; one [n, C, H, W] per target node.
-
-        The α weights are spread over each edge's channels, so every product is a channels-last tensor
-        times a [n, E * C, 1, 1] one: dense kernels with long inner loops, in all derivative orders."""
+        """``weights``: [n, edges, ops] (per sample) or [edges, ops]; one [n, C, H, W] per target node."""
         e, c = len(self.targets), h.shape[1]
         inputs = SourceInputs(h, act, e)
-        w = weights[..., self.rows, :].repeat_interleave(c, dim=-2)   # [n, E * C, ops] or [E * C, ops]
-        total = None
+        w = weights[..., self.rows, :].expand(h.shape[0], e, -1)   # [n, E, ops]
+        per_edge: list[tuple[int, Tensor]] = []
+        shared: list[tuple[int, Tensor]] = []
         for k, fn in zip(self.active, self.ops, strict=True):
             y = fn(inputs)
-            term = w[..., k].reshape(-1, e * c, 1, 1) * (y if y.shape[1] == e * c else repeat_channels(y, e))
-            total = term if total is None else total + term
-        assert total is not None
-        return list(split_channels(total, [c] * e))
+            (per_edge if y.shape[1] == e * c else shared).append((k, y))
+        mixes = ([_mix_per_edge(w, per_edge, c)] if per_edge else []) + ([_mix_shared(w, shared)] if shared else [])
+        return [functools.reduce(operator.add, parts) for parts in zip(*mixes, strict=True)]
+
+
+def _mix_per_edge(w: Tensor, terms: Sequence[tuple[int, Tensor]], c: int) -> list[Tensor]:
+    """Σ_k w[:, e, k] · y_k for outputs laid out edge by edge ([n, E * C, H, W]), split per edge.
+
+    The weights are spread over each edge's channels, so every product is a channels-last tensor times a
+    [n, E * C, 1, 1] one: dense kernels with long inner loops, in all derivative orders."""
+    n, e = w.shape[:2]
+    spread = w.repeat_interleave(c, dim=1)   # [n, E * C, ops]
+    total = None
+    for k, y in terms:
+        term = spread[..., k].reshape(n, e * c, 1, 1) * y
+        total = term if total is None else total + term
+    assert total is not None
+    return list(split_channels(total, [c] * e))
+
+
+def _mix_shared(w: Tensor, terms: Sequence[tuple[int, Tensor]]) -> list[Tensor]:
+    """Σ_k w[:, e, k] · y_k for outputs shared by every edge ([n, C, H, W]: pooling, identity), one per edge.
+
+    One batched matrix product, [E, K] weights times the K outputs flattened channels-last, so no output
+    is ever repeated per edge: each edge's result is a channels-last view of the product."""
+    n, c, h, wd = terms[0][1].shape
+    stacked = torch.stack([channels_last(y).permute(0, 2, 3, 1).reshape(n, -1) for _, y in terms], dim=1)
+    mixed = torch.bmm(w[..., [k for k, _ in terms]], stacked)   # [n, E, H * W * C]
+    return [mixed[:, i].view(n, h, wd, c).permute(0, 3, 1, 2) for i in range(w.shape[1])]
 
 
 class FastCell:
