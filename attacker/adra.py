@@ -8,8 +8,10 @@ iteration. Inputs are threat-model targets and public knowledge only: no ground 
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -142,8 +144,30 @@ def reconstruct_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, 
                            float(match[chosen[i]]), seconds) for i, t in enumerate(targets)]
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block: every evaluation of the double backward creates
+    thousands of autograd objects but no reference cycles, so collection passes only cost time (6 % of an
+    ADRA iteration in a perf profile). The previous state is restored on exit."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def optimise(variables: list[torch.Tensor], losses: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-              settings: AttackSettings, rows: int, callbacks: Sequence[ProgressCallback]) -> None:
+             settings: AttackSettings, rows: int, callbacks: Sequence[ProgressCallback]) -> None:
+    """Minimise ``losses()[1].sum()`` over ``variables`` with the configured optimiser; callbacks see every
+    iteration."""
+    with gc_paused():
+        _run_optimiser(variables, losses, settings, rows, callbacks)
+
+
+def _run_optimiser(variables: list[torch.Tensor], losses: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                   settings: AttackSettings, rows: int, callbacks: Sequence[ProgressCallback]) -> None:
     iterations = settings.attack_iterations
     if settings.attack_optimizer == "lbfgs":
         opt = torch.optim.LBFGS(variables, lr=settings.step_size(), max_iter=iterations, max_eval=iterations,

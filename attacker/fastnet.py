@@ -92,13 +92,11 @@ class _ELU(torch.autograd.Function):
     derivative order evaluates the exponential again (PyTorch's ``F.elu`` backward does)."""
 
     @staticmethod
-    def forward(x: Tensor, alpha: float) -> Tensor:
-        return F.elu(x, alpha)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-        ctx.alpha = inputs[1]
-        ctx.save_for_backward(output)
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
+        y = F.elu(x, alpha)
+        ctx.alpha = alpha
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]

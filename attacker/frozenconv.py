@@ -91,14 +91,12 @@ class FrozenConv:
 
 
 class _Conv(torch.autograd.Function):
+    # forward(ctx, ...) rather than setup_context: with setup_context, every apply binds default arguments
+    # through inspect.signature (about 30 µs, ~900 applies per evaluation of the attack's double backward)
     @staticmethod
-    def forward(x: Tensor, conv: FrozenConv) -> Tensor:
+    def forward(ctx, x: Tensor, conv: FrozenConv) -> Tensor:  # type: ignore[override]
+        ctx.conv, ctx.size = conv, tuple(x.shape[-2:])
         return conv.forward(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-        x, ctx.conv = inputs
-        ctx.size = tuple(x.shape[-2:])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
@@ -107,12 +105,9 @@ class _Conv(torch.autograd.Function):
 
 class _ConvT(torch.autograd.Function):
     @staticmethod
-    def forward(g: Tensor, conv: FrozenConv, size: tuple[int, int]) -> Tensor:
+    def forward(ctx, g: Tensor, conv: FrozenConv, size: tuple[int, int]) -> Tensor:  # type: ignore[override]
+        ctx.conv = conv
         return conv.transpose(g, size)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-        _, ctx.conv, _ = inputs
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
