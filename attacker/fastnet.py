@@ -81,16 +81,17 @@ class AvgPool3x3:
 
     def __init__(self, stride: int) -> None:
         self.stride = stride
-        self.convs: dict[tuple[int, torch.dtype, torch.device], FrozenConv] = {}
+        self.built: dict[tuple[int, int, int, torch.dtype, torch.device], tuple[FrozenConv, Tensor]] = {}
 
     def __call__(self, x: Tensor) -> Tensor:
         c, (h, w) = x.shape[1], x.shape[-2:]
-        key = (c, x.dtype, x.device)
-        if key not in self.convs:
+        key = (c, h, w, x.dtype, x.device)
+        if key not in self.built:   # once per input geometry: the ones kernel and the reciprocal counts
             ones = torch.ones(c, 1, 3, 3, dtype=x.dtype, device=x.device)
-            self.convs[key] = FrozenConv(ones, self.stride, 1, 1, c)
-        counts = _window_counts(h, self.stride)[:, None] * _window_counts(w, self.stride)[None, :]
-        return self.convs[key](x) * (1.0 / counts).to(x)
+            counts = _window_counts(h, self.stride)[:, None] * _window_counts(w, self.stride)[None, :]
+            self.built[key] = FrozenConv(ones, self.stride, 1, 1, c), (1.0 / counts).to(x)
+        conv, reciprocal = self.built[key]
+        return conv(x) * reciprocal
 
 
 class _ELU(torch.autograd.Function):
