@@ -9,6 +9,7 @@ WORKDIR /app
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN python -m pip install --no-cache-dir --index-url ${TORCH_INDEX} "torch>=2.4,<2.15" "torchvision>=0.19,<0.30"
 COPY --chown=app:app pyproject.toml README.md ./
+COPY --chown=app:app app ./app
 COPY --chown=app:app fednas ./fednas
 COPY --chown=app:app attacker ./attacker
 COPY --chown=app:app defenses ./defenses

@@ -3,7 +3,6 @@ metadata) and ``RUN/distilled/distill.json`` (config, seed, versions, accuracies
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,17 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacker.blackbox import STUDENT_FILE, load_global_model
-from attacker.membership import population_halves
-from defenses.distillation import DistillConfig, distill, student_meta
+from defenses.distillation import DistillConfig, distill, student_meta, student_path
 from fednas.batches import ImageSet
 from fednas.data import load_dataset
-from fednas.federation import generator
-from fednas.partition import population_indices
+from fednas.partition import population_halves, population_indices
+from fednas.run_folder import RunFolder
 from fednas.search import evaluate
+from fednas.seeds import DISTILL_STREAM, generator
 from fednas.storage import atomic_write_json, package_versions, save_tensors
-
-DISTILL_STREAM = 8
+from fednas.target import load_global_model
 
 
 def _accuracy(model: torch.nn.Module, test: ImageSet) -> float:
@@ -34,9 +31,9 @@ def distill_run(run_dir: Path, cfg: DistillConfig, device: torch.device, data_ro
     """Distil the run's global model into a student trained on public data only; save and describe it."""
     run_dir = Path(run_dir)
     teacher, description = load_global_model(run_dir, device, data_root)
-    meta = json.loads((run_dir / "config.json").read_text())
-    config = meta["config"]
-    data = load_dataset(description["dataset"], data_root or meta["data_root"])
+    folder = RunFolder(run_dir)
+    config = folder.meta()["config"]
+    data = load_dataset(description["dataset"], folder.data_root(data_root))
     population = population_indices(len(data.train_labels), config["population-fraction"], config["seed"])
     public, _ = population_halves(population, cfg.seed)
     if len(public) == 0:
@@ -53,7 +50,7 @@ def distill_run(run_dir: Path, cfg: DistillConfig, device: torch.device, data_ro
               "teacher_test_accuracy": _accuracy(teacher, test),
               "student_test_accuracy": _accuracy(result.student, test), "seconds": seconds,
               "versions": package_versions()}
-    save_tensors(run_dir / STUDENT_FILE, result.student.state_dict(),
+    save_tensors(student_path(run_dir), result.student.state_dict(),
                  {**student_meta(result.student, cfg.student, teacher), "distill": record["config"]})
-    atomic_write_json(run_dir / STUDENT_FILE.parent / "distill.json", record)
+    atomic_write_json(folder.distilled / "distill.json", record)
     return record

@@ -16,17 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from fednas.batches import BatchSampler, ImageSet
 from fednas.registry import Registry, registered
-from fednas.search import kebab
+from fednas.resnet import ResNet
+from fednas.run_folder import RunFolder, RunNotFound
+from fednas.schema import KebabModel
+from fednas.search_space import SupernetSpec
+from fednas.seeds import seeded_init
+from fednas.storage import load_tensors
+from fednas.supernet import SuperNet, build_supernet
+
+STUDENT_FILE = "student.safetensors"   # in the run folder's distilled/
 
 
 @dataclass(frozen=True)
@@ -40,10 +49,8 @@ class StudentKind:
 STUDENTS: Registry[StudentKind] = Registry("student kind")
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(KebabModel):
     """DMP settings; saved with the student."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     seed: int = Field(0, ge=0, description="drives the reference split, the student's init and its batches")
     student: Annotated[str, registered(STUDENTS)] = Field("searched", description="student kind: searched (teacher's α, fresh θ) or resnet")
@@ -147,8 +154,6 @@ def rebuild_student(meta: dict, state: dict[str, torch.Tensor], device: torch.de
 
 def _make_searched(teacher: nn.Module, generator: torch.Generator, device: torch.device) -> nn.Module:
     """The teacher's searched architecture (its α, frozen) with freshly initialised weights."""
-    from fednas.supernet import SuperNet, build_supernet
-
     if not isinstance(teacher, SuperNet):
         raise TypeError("student 'searched' needs a supernet teacher; use student = resnet")
     mean, std = _normalisation(teacher)
@@ -161,26 +166,32 @@ def _make_searched(teacher: nn.Module, generator: torch.Generator, device: torch
 
 
 def _rebuild_searched(meta: dict) -> nn.Module:
-    from fednas.search_space import SupernetSpec
-    from fednas.supernet import SuperNet
-
     return SuperNet(SupernetSpec.model_validate(meta["spec"]), meta["mean"], meta["std"])
 
 
 def _rebuild_resnet(meta: dict) -> nn.Module:
-    from attacker.shadow import ResNet
-
     spec = meta["spec"]
     return ResNet(8, spec["in_channels"], spec["num_classes"], meta["mean"], meta["std"])
 
 
 def _make_resnet(teacher: nn.Module, generator: torch.Generator, device: torch.device) -> nn.Module:
     """A ResNet-8 with the teacher's input normalisation."""
-    from fednas.federation import seeded_init
-
     with seeded_init(generator):
         return _rebuild_resnet(student_meta(teacher, "resnet", teacher)).to(device)
 
 
 STUDENTS.add("searched", StudentKind(_make_searched, _rebuild_searched))
 STUDENTS.add("resnet", StudentKind(_make_resnet, _rebuild_resnet))
+
+
+def student_path(run_dir: Path) -> Path:
+    return RunFolder(run_dir).distilled / STUDENT_FILE
+
+
+def load_student(run_dir: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """The DMP student that ``archleak distill`` saved in ``run_dir`` (eval mode), and its metadata."""
+    path = student_path(run_dir)
+    if not path.exists():
+        raise RunNotFound(f"{path} does not exist: run 'archleak distill {run_dir}' first")
+    state, meta = load_tensors(path)
+    return rebuild_student(meta, state, device), meta

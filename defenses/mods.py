@@ -1,63 +1,49 @@
-"""The Flower side of the update-level defenses: client mods and the server strategy wrapper.
+"""The Flower side of the update-level defenses: client mods and the server strategy wrapper (Flower's own).
 
-The client's mods are fixed when the ClientApp is built, but the defenses are chosen per run in the run config.
-:func:`defense_mod` is therefore always installed and reads the run config at each message. It then runs
-Flower's own mods in this order:
-- clip: ``fixedclipping_mod`` for central DP, when the server's wrapper sent a clipping norm;
-- clip + noise: ``LocalDpMod`` for local DP.
-Account: the server's :func:`defenses.config.account_round` books the noise multiplier of each release.
-
-- SecAgg+: ``secaggplus_mod`` for the messages of Flower's SecAgg+ workflow (the legacy path, ``fednas/secagg.py``).
+Each function here is a plug point of one registry entry (:mod:`defenses.config`); the ClientApp installs one mod
+that reads the run config at each message and chains the chosen defenses' mods (``app.client_app``):
+- local DP: ``LocalDpMod`` clips the reply to C and adds Gaussian noise to every coordinate;
+- central DP: ``fixedclipping_mod`` clips the reply when the server's wrapper sent a clipping norm; the server
+  (:class:`CentralDP`) adds the noise to the aggregate. The wire carries clipped, un-noised updates.
 Both Flower DP mods check that the reply's arrays have the same names as the broadcast's and treat every array as
 numbers. The packed θ therefore carries its layout in its name, not in an array (``fednas/records.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Message
-from flwr.client.mod import secaggplus_mod
-from flwr.client.mod.secure_aggregation.secaggplus_mod import RECORD_KEY_CONFIGS
 from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from defenses.config import DefenseConfig
-from fednas.config import parse_app_config
-
 ClientAppCallable = Callable[[Message, Context], Message]
+ClientMod = Callable[[Message, Context, ClientAppCallable], Message]
 
 
-def _with_config(msg: Message) -> bool:
-    return any(KEY_CLIPPING_NORM in record for record in msg.content.config_records.values())
+def local_dp_mod(clip: float, epsilon: float, delta: float) -> ClientMod:
+    """Flower's LocalDpMod: the update clipped to ``clip``, noise for (ε, δ) at sensitivity 2C on every coordinate."""
+    return LocalDpMod(clipping_norm=clip, sensitivity=2 * clip, epsilon=epsilon, delta=delta)
 
 
-def defense_mod(overrides: Mapping[str, Any] | None = None
-                ) -> Callable[[Message, Context, ClientAppCallable], Message]:
-    """The mod that applies the update-level defenses the run config (plus ``overrides``) asks for."""
+def central_clip_mod(msg: Message) -> ClientMod | None:
+    """Flower's ``fixedclipping_mod`` for the messages that carry the server's clipping norm (central DP).
 
-    def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-        defense = parse_app_config({**ctxt.run_config, **(overrides or {})}).section("defense", DefenseConfig)
-        if RECORD_KEY_CONFIGS in msg.content.config_records:  # a SecAgg+ stage (fednas/secagg.py)
-            return secaggplus_mod(msg, ctxt, call_next)
-        inner = call_next
-        if "local-dp-update" in defense.names:
-            ldp = LocalDpMod(clipping_norm=defense.update_clip, sensitivity=2 * defense.update_clip,
-                             epsilon=defense.ldp_epsilon, delta=defense.update_delta)
-            inner = _chain(ldp, inner)
-        if "central-dp" in defense.names and _with_config(msg):
-            # outermost, so it acts last on the reply: clipping after the local noise is post-processing,
-            # and it keeps the central sensitivity at C
-            inner = _chain(fixedclipping_mod, inner)
-        return inner(msg, ctxt)
-
-    return mod
+    It wraps the others (the registry puts central DP last): clipping after local noise is post-processing, and it
+    keeps the central sensitivity at C."""
+    with_norm = any(KEY_CLIPPING_NORM in record for record in msg.content.config_records.values())
+    return fixedclipping_mod if with_norm else None
 
 
-def _chain(mod: Callable[[Message, Context, ClientAppCallable], Message], inner: ClientAppCallable
-           ) -> ClientAppCallable:
+def chain(mods: Iterable[ClientMod], inner: ClientAppCallable) -> ClientAppCallable:
+    """``inner`` wrapped in ``mods``, the first one innermost."""
+    for mod in mods:
+        inner = _wrap(mod, inner)
+    return inner
+
+
+def _wrap(mod: ClientMod, inner: ClientAppCallable) -> ClientAppCallable:
     return lambda msg, ctxt: mod(msg, ctxt, inner)
 
 
@@ -68,14 +54,13 @@ class CentralDP(DifferentialPrivacyClientSideFixedClipping):
     of replies in each round before the noise is drawn, so the noise matches the mean it protects.
     """
 
-    def aggregate_train(self, server_round: int, replies):  # type: ignore[override]
+    def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
         replies = list(replies)
         self.num_sampled_clients = max(len(replies), 1)
         return super().aggregate_train(server_round, replies)
 
 
-def wrap_strategy(strategy: Strategy, defense: DefenseConfig, expected_clients: int) -> Strategy:
-    """The server's strategy with the server-stage defenses around it (central DP), or ``strategy`` itself."""
-    if "central-dp" not in defense.names:
-        return strategy
-    return CentralDP(strategy, defense.central_noise_multiplier, defense.update_clip, max(expected_clients, 1))
+def central_dp_strategy(strategy: Strategy, noise_multiplier: float, clip: float, expected_clients: int
+                        ) -> Strategy:
+    """The server's strategy inside Flower's central-DP wrapper (noise σ·C/m on the mean of m clipped updates)."""
+    return CentralDP(strategy, noise_multiplier, clip, max(expected_clients, 1))

@@ -11,26 +11,21 @@ you typed the command in is unknown to the app.) The run prints its output folde
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fednas.data import AUTO, DATASETS
 from fednas.partition import PARTITIONERS
-from fednas.search import LocalSearchConfig, kebab
+from fednas.schema import ConfigError, KebabModel, ModelT, parse_config, pick, section_keys
+from fednas.search import LocalSearchConfig
 from fednas.search_space import SearchSpaceKnobs
 
 HOME_ENV = "ARCHLEAK_HOME"
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A run-config value is invalid; the message names the key and the allowed values."""
 
 
 def resolve_user_path(value: str) -> Path:
@@ -43,9 +38,9 @@ def resolve_user_path(value: str) -> Path:
 
 
 class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
-    """Every run-config key of the Flower App, with its default and meaning."""
+    """Every federation key of the Flower App's run config, with its default and meaning."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
+    model_config = KebabModel.model_config
 
     num_server_rounds: int = Field(3, ge=1, description="federated rounds")
     seed: int = Field(0, ge=0, description="the one seed behind model init, partitions, sampling and batches")
@@ -108,52 +103,6 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
         return self.model_dump(by_alias=True, mode="json")
 
 
-def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
-    key = ".".join(str(part) for part in err["loc"])
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if not key:
-        return "run config: " + msg
-    return f"run-config key {key!r}: got {err.get('input')!r}; {msg}"
-
-
-def parse_config(model: type[ModelT], values: Mapping[str, Any]) -> ModelT:
-    """Validate ``values`` into ``model``, turning pydantic's errors into one clear ConfigError."""
-    try:
-        return model.model_validate(dict(values))
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            if err["type"] == "extra_forbidden":
-                known = ", ".join(f.alias or k for k, f in model.model_fields.items())
-                lines.append(f"unknown key {'.'.join(map(str, err['loc']))!r}; known keys: {known}")
-            else:
-                lines.append(_describe(err, model))
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
-
-
-# Run-config sections: fednas owns "federation"; the attacker and the defenses register theirs, so that
-# one flat Flower run config is validated as a whole while each package keeps its own typed model.
-# SECTION_MODULES are imported before every parse (by name: Ray ships the apps' closures by value, so an
-# import at the top of an app module is not guaranteed to have run in a client process).
-SECTIONS: dict[str, type[BaseModel]] = {}
-SECTION_MODULES = ("attacker.config", "defenses.config")
-
-
-def section_keys(model: type[BaseModel]) -> set[str]:
-    return {f.alias or k for k, f in model.model_fields.items()}
-
-
-def register_section(name: str, model: type[BaseModel]) -> None:
-    """Add a section; its keys must not collide with another section's (the run config is one flat namespace)."""
-    if name in SECTIONS and SECTIONS[name] is not model:
-        raise ValueError(f"run-config section {name!r} is already registered")
-    for other, existing in SECTIONS.items():
-        shared = section_keys(model) & section_keys(existing) if other != name else set()
-        if shared:
-            raise ValueError(f"run-config section {name!r} reuses key(s) of section {other!r}: {sorted(shared)}")
-    SECTIONS[name] = model
-
-
 @dataclass(frozen=True)
 class AppConfig:
     """The whole run config, one typed section per package."""
@@ -176,22 +125,29 @@ class AppConfig:
         return out
 
 
-def parse_app_config(values: Mapping[str, Any]) -> AppConfig:
-    """Parse the flat Flower run config into every registered section; unknown keys are errors."""
-    for module in SECTION_MODULES:
-        importlib.import_module(module)
-    known = set().union(*(section_keys(m) for m in SECTIONS.values()))
+Sections = Mapping[str, type[BaseModel]]
+
+
+def check_sections(sections: Sections) -> None:
+    """The run config is one flat namespace: no key may belong to two sections."""
+    names = list(sections)
+    for i, name in enumerate(names):
+        for other in names[:i]:
+            shared = section_keys(sections[name]) & section_keys(sections[other])
+            if shared:
+                raise ValueError(f"run-config section {name!r} reuses key(s) of section {other!r}: {sorted(shared)}")
+
+
+def parse_sections(values: Mapping[str, Any], sections: Sections) -> AppConfig:
+    """Parse a flat Flower run config into the given sections; a key of no section is an error."""
+    known = set().union(*(section_keys(m) for m in sections.values()))
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown run-config key(s) {', '.join(map(repr, unknown))}; "
                           f"known keys: {', '.join(sorted(known))}")
-    return AppConfig({name: parse_config(model, {k: v for k, v in values.items() if k in section_keys(model)})
-                      for name, model in SECTIONS.items()})
+    return AppConfig({name: parse_config(model, pick(values, model)) for name, model in sections.items()})
 
 
 def parse_run_config(values: Mapping[str, Any]) -> RunConfig:
-    """Parse the run config and return its federation section (other sections are validated too)."""
-    return parse_app_config(values).federation
-
-
-register_section("federation", RunConfig)
+    """Parse the federation's own keys (any other key is an error: the app's composition root parses the rest)."""
+    return parse_sections(values, {"federation": RunConfig}).federation

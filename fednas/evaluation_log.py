@@ -11,13 +11,18 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from fednas.run_folder import RunFolder
 from fednas.storage import atomic_write_json
 
-FOLDER = "evaluation"
+ALPHA_BATCHES, THETA_BATCHES = "batches", "theta_batches"   # the two kinds of batches a record lists
+
+
+def _folder(run_dir: Path) -> Path:
+    return RunFolder(run_dir).evaluation / "alpha-batches"
 
 
 def batches_path(run_dir: Path, server_round: int, node_id: int) -> Path:
-    return Path(run_dir) / FOLDER / "alpha-batches" / f"r{server_round:04d}-n{node_id}.json"
+    return _folder(run_dir) / f"r{server_round:04d}-n{node_id}.json"
 
 
 def write_alpha_batches(run_dir: Path, server_round: int, node_id: int, partition_id: int,
@@ -25,12 +30,12 @@ def write_alpha_batches(run_dir: Path, server_round: int, node_id: int, partitio
                         theta_batches: Sequence[Sequence[int]] = ()) -> None:
     atomic_write_json(batches_path(run_dir, server_round, node_id),
                       {"round": server_round, "node_id": node_id, "partition_id": partition_id,
-                       "num_partitions": num_partitions, "batches": [list(map(int, b)) for b in batches],
-                       "theta_batches": [list(map(int, b)) for b in theta_batches]})
+                       "num_partitions": num_partitions, ALPHA_BATCHES: [list(map(int, b)) for b in batches],
+                       THETA_BATCHES: [list(map(int, b)) for b in theta_batches]})
 
 
 def read_alpha_batches(run_dir: Path, server_round: int, node_id: int,
-                       key: str = "batches") -> list[list[int]] | None:
+                       key: str = ALPHA_BATCHES) -> list[list[int]] | None:
     """The true α batches (``key="theta_batches"``: θ batches), dataset train indices; None without an entry."""
     path = batches_path(run_dir, server_round, node_id)
     if not path.exists():
@@ -41,5 +46,4 @@ def read_alpha_batches(run_dir: Path, server_round: int, node_id: int,
 
 def read_all_alpha_batches(run_dir: Path) -> list[dict]:
     """Every record of the log (for membership ground truth): round, node, partition, batches."""
-    folder = Path(run_dir) / FOLDER / "alpha-batches"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("r*-n*.json"))]
+    return [json.loads(p.read_text()) for p in sorted(_folder(run_dir).glob("r*-n*.json"))]

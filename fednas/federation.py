@@ -5,14 +5,12 @@ The Flower apps only convert Messages to and from the tensors these functions ta
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from fednas.batches import ImageSet
@@ -21,30 +19,9 @@ from fednas.data import ImageData, load_dataset, resolve_data_root, resolve_data
 from fednas.partition import FederatedSplit, split_federation
 from fednas.search import AlphaStepFn, LocalSearchConfig, local_search
 from fednas.search_space import SupernetSpec
+from fednas.seeds import CLIENT_STREAM, DEFENSE_STREAM, MODEL_STREAM, generator
 from fednas.state import THETA_PREFIX, export_state, import_state, split_state
 from fednas.supernet import SuperNet, build_supernet
-
-MODEL_STREAM, CLIENT_STREAM, SAMPLING_STREAM = 1, 2, 3
-DEFENSE_STREAM = 5          # defenses' noise: its own stream, so defended clients see the same batches
-
-
-def derive_seed(seed: int, *stream: int) -> int:
-    """An independent 63-bit seed for one named use of the run seed."""
-    return int(np.random.SeedSequence([seed, *stream]).generate_state(2, dtype=np.uint64)[0] >> 1)
-
-
-def generator(seed: int, *stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, *stream))
-
-
-@contextlib.contextmanager
-def seeded_init(gen: torch.Generator) -> Iterator[None]:
-    """Seed PyTorch's global generator from ``gen`` inside the block and restore it afterwards: nn.Module
-    constructors draw their initial weights from the global generator, library code must not touch it."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fednas.registry import Registry
+from fednas.seeds import MEMBERSHIP_STREAM, PARTITION_STREAM, numpy_rng
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,19 @@ def dirichlet_shares(indices: np.ndarray, labels: np.ndarray, n: int, concentrat
                      "or lower the number of clients")
 
 
-def _rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, 0x5EA4C4]))
-
-
 def population_indices(num_samples: int, population_fraction: float, seed: int) -> np.ndarray:
     """The held-back population (public data): the same indices :func:`split_federation` holds back."""
-    order = _rng(seed).permutation(num_samples)
+    order = numpy_rng(seed, PARTITION_STREAM).permutation(num_samples)
     return np.sort(order[:round(population_fraction * num_samples)])
+
+
+def population_halves(population: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(public half, held-out half) of the population: disjoint, sorted, deterministic. The public half is what an
+    attacker (AMIA's shadows) or a defender (the DMP reference set) may use; the other half supplies the
+    non-members of membership inference."""
+    order = numpy_rng(seed, MEMBERSHIP_STREAM).permutation(np.asarray(population))
+    half = len(order) // 2
+    return np.sort(order[:half]), np.sort(order[half:])
 
 
 def split_federation(labels: np.ndarray, num_clients: int, *, scheme: str = "iid",
@@ -89,7 +95,7 @@ def split_federation(labels: np.ndarray, num_clients: int, *, scheme: str = "iid
     if not 0.0 < alpha_fraction < 1.0:
         raise ValueError(f"alpha_fraction must be in (0, 1), got {alpha_fraction}")
     labels = np.asarray(labels)
-    rng = _rng(seed)
+    rng = numpy_rng(seed, PARTITION_STREAM)
     order = rng.permutation(len(labels))
     n_pop = round(population_fraction * len(labels))
     population, private = np.sort(order[:n_pop]), np.sort(order[n_pop:])

@@ -1,17 +1,10 @@
-"""The server's side of a federated search run, without Flower: run folder, evaluation, records, resume.
+"""The server's side of a federated search run, without Flower: evaluation, records, checkpoints, resume.
 
-Run folder ``<output-dir>/<run-id>/``:
-  config.json        resolved config, seed, dataset actually used, search space, package versions
-  rounds.jsonl       one record per round: genotype, softmax(α), test and client metrics, seconds
-  checkpoints/       round-NNNN.safetensors (θ and α of the global model, atomic)
-  summary.json       final genotype and accuracy
-  resumes.jsonl      one record per resume
+What it writes, and where, is the run folder's layout (:mod:`fednas.run_folder`).
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -22,56 +15,35 @@ import numpy as np
 import torch
 
 from fednas.batches import ImageSet
-from fednas.config import AppConfig, ConfigError, RunConfig, parse_app_config, resolve_user_path
+from fednas.config import AppConfig, RunConfig, resolve_user_path
 from fednas.data import load_dataset
 from fednas.federation import choose_data, describe_choice, make_model, resolve_device
+from fednas.run_folder import RunFolder
+from fednas.schema import ConfigError, parse_config, pick
 from fednas.search import evaluate
 from fednas.state import alpha_softmax, export_state, import_state, split_state
 from fednas.storage import (
-    CorruptFile,
     append_jsonl,
     atomic_write_json,
-    load_tensors,
     package_versions,
     read_jsonl,
     save_tensors,
     write_jsonl,
 )
 
-_CKPT = re.compile(r"round-(\d+)\.safetensors$")
 # Keys that must match between a run and its resumption (they define the model and the data).
 _RESUME_KEYS = ("seed", "dataset", "cells", "nodes", "channels", "stem_stride", "activation", "alpha_sharing",
                 "batchnorm", "partitioning", "dirichlet_alpha", "population_fraction", "alpha_fraction",
                 "samples_per_client")
 
 
-def run_folder(cfg: RunConfig, run_id: int | str) -> Path:
+def run_path(cfg: RunConfig, run_id: int | str) -> Path:
     """Where a run writes: ``resume-from`` when resuming, else ``<output-dir>/<run-id>``."""
     return resolve_user_path(cfg.resume_from) if cfg.resume_from else resolve_user_path(cfg.output_dir) / str(run_id)
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(round, path) of every checkpoint file, newest first."""
-    found = [(int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("round-*.safetensors")
-             if (m := _CKPT.search(p.name))]
-    return sorted(found, reverse=True)
-
-
-def load_latest_checkpoint(run_dir: Path, log: Callable[[str], None] = print
-                           ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
-    """Newest readable checkpoint; damaged ones are reported and skipped."""
-    for server_round, path in checkpoints(run_dir):
-        try:
-            tensors, meta = load_tensors(path)
-        except CorruptFile as exc:
-            log(f"archleak: skipping damaged checkpoint {exc}")
-            continue
-        return server_round, tensors, meta
-    raise FileNotFoundError(f"no readable checkpoint under {run_dir / 'checkpoints'}")
 
 
 class ServerRun:
@@ -89,14 +61,14 @@ class ServerRun:
         ids = np.arange(min(n_test, len(self.data.test_labels)))
         self.test = ImageSet.take(self.data.test_images, self.data.test_labels, ids)
         self.start_round = 0
+        self.dir = run_path(cfg, self.run_id)
+        self.folder = RunFolder(self.dir)
         if cfg.resume_from:
-            self.dir = run_folder(cfg, self.run_id)
             self._resume()
         else:
-            self.dir = run_folder(cfg, self.run_id)
-            if (self.dir / "config.json").exists():
+            if self.folder.exists():
                 raise ConfigError(f"output folder {self.dir} already holds a run; use 'resume-from'")
-            atomic_write_json(self.dir / "config.json", self._metadata())
+            atomic_write_json(self.folder.config_file, self._metadata())
         self.started = self.last_tick = time.perf_counter()
         log(f"archleak: run {self.run_id} writes to {self.dir}")
         log(f"archleak: dataset {self.choice.dataset} from {self.choice.root}; "
@@ -109,17 +81,16 @@ class ServerRun:
                 "alpha_count": self.model.spec.alpha_count(), "versions": package_versions()}
 
     def _resume(self) -> None:
-        original = json.loads((self.dir / "config.json").read_text())
-        old = parse_app_config(original["config"]).federation
+        old = parse_config(RunConfig, pick(self.folder.meta()["config"], RunConfig))   # as typed, not resolved
         diff = [k for k in _RESUME_KEYS if getattr(old, k) != getattr(self.cfg, k)]
         if diff:
             raise ConfigError(f"cannot resume {self.dir}: these keys differ from the original run: "
                               + ", ".join(RunConfig.model_fields[k].alias or k for k in diff))
-        self.start_round, tensors, _ = load_latest_checkpoint(self.dir, self.log)
+        self.start_round, tensors, _ = self.folder.latest_checkpoint(self.log)
         import_state(self.model, tensors)
-        write_jsonl(self.dir / "rounds.jsonl",
-                    [r for r in read_jsonl(self.dir / "rounds.jsonl") if r["round"] <= self.start_round])
-        append_jsonl(self.dir / "resumes.jsonl", {"run_id": self.run_id, "time": now(),
+        write_jsonl(self.folder.rounds_file,
+                    [r for r in read_jsonl(self.folder.rounds_file) if r["round"] <= self.start_round])
+        append_jsonl(self.folder.resumes_file, {"run_id": self.run_id, "time": now(),
                                                    "from_round": self.start_round,
                                                    "config": self.app.to_flower(),
                                                    "versions": package_versions()})
@@ -151,8 +122,8 @@ class ServerRun:
                   "client_metrics": dict(client_metrics), "genotype": self.model.genotype().to_dict(),
                   "alpha_softmax": alpha_softmax(export_state(self.model, weights=False)), **(extra or {})}
         self.last_tick = tick
-        append_jsonl(self.dir / "rounds.jsonl", record)
-        save_tensors(self.dir / "checkpoints" / f"round-{server_round:04d}.safetensors",
+        append_jsonl(self.folder.rounds_file, record)
+        save_tensors(self.folder.checkpoint(server_round),
                      export_state(self.model, weights=True),
                      {"round": server_round, "run_id": self.run_id, "seed": self.cfg.seed,
                       "supernet": self.model.spec.model_dump(mode="json"), **describe_choice(self.choice)})
@@ -164,16 +135,16 @@ class ServerRun:
         return record
 
     def finish(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        rounds = read_jsonl(self.dir / "rounds.jsonl")
+        rounds = read_jsonl(self.folder.rounds_file)
         last = rounds[-1] if rounds else {}
         summary = {"run_id": self.run_id, "finished": now(), "rounds": len(rounds),
                    "final_test_accuracy": last.get("test_accuracy"),
                    "final_genotype": self.model.genotype().to_dict(),
                    "genotype": str(self.model.genotype()),
                    "seconds_this_session": time.perf_counter() - self.started,
-                   "checkpoint": str(checkpoints(self.dir)[0][1]) if checkpoints(self.dir) else None,
+                   "checkpoint": str(found[0][1]) if (found := self.folder.checkpoints()) else None,
                    "run_dir": str(self.dir), **(extra or {})}
-        atomic_write_json(self.dir / "summary.json", summary)
+        atomic_write_json(self.folder.summary_file, summary)
         self.log(f"archleak: finished; genotype {summary['genotype']}")
         self.log(f"archleak: results in {self.dir}")
         return summary

@@ -14,10 +14,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from fednas.batches import BatchSampler, ImageSet
 from fednas.registry import Registry
+from fednas.schema import KebabModel
 from fednas.supernet import SuperNet
 
 
@@ -38,15 +39,8 @@ ALPHA_OPTIMIZERS.add("adam", OptimizerPreset(
 SearchOrder = Literal["interleaved", "alpha-first", "theta-first"]
 
 
-def kebab(name: str) -> str:
-    """Flower run-config keys are kebab-case versions of the field names."""
-    return name.replace("_", "-")
-
-
-class LocalSearchConfig(BaseModel):
+class LocalSearchConfig(KebabModel):
     """Hyper-parameters of one client's local search (sent to the client in the round's ConfigRecord)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     theta_steps: int = Field(10, ge=0, description="θ (weight) SGD steps per round on D^θ")
     theta_epochs: int = Field(0, ge=0, description="if > 0: θ epochs per round instead of theta-steps")

@@ -18,8 +18,9 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fednas.federation import SAMPLING_STREAM, aggregate, derive_seed
+from fednas.federation import aggregate
 from fednas.records import from_array_record, to_array_record, to_config_record, to_metric_record
+from fednas.seeds import SAMPLING_STREAM, derive_seed
 
 DROPPED_METRICS = ("num-examples", "partition-id")
 

@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attacker.amia import AmiaConfig
-from attacker.amia_eval import AmiaResult, evaluate_run
-from attacker.amia_report import fmt, write_report
+import torch
+
+from attacker.membership.amia import AmiaConfig
+from attacker.membership.evaluate import AmiaResult, evaluate_run
+from attacker.membership.report import fmt, write_report
 from fednas.registry import Registry
 from fednas.search_space import spec_for_paper_p
 from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, package_versions
+from simulations.targets import load_target
 
 PAPER = {  # the paper's attack accuracy on MNIST, CIFAR-10, CIFAR-100 (DARTS)
     "table3": {"P=32": (0.56, 0.63, 0.83), "P=64": (0.56, 0.67, 0.86), "P=128": (0.57, 0.69, 0.89),
@@ -88,7 +91,8 @@ def run_scenario(name: str, out: Path, *, run_dir: Path | None, base_run: Mappin
         cfg = amia.model_copy(update={k.replace("-", "_"): v for k, v in column.amia.items()})
         cfg = AmiaConfig.model_validate(cfg.model_dump())
         log(f"archleak: {name} {column.label}: AMIA ({cfg.shadow} shadow, η={cfg.eta:g})")
-        result = evaluate_run(target, cfg, data_root=data_root, progress=progress, log=log)
+        result = evaluate_run(target, cfg, load_target(target, torch.device(cfg.device), data_root), data_root=data_root,
+                              progress=progress, log=log)
         folder = out / column.label.replace("=", "").replace(" ", "-").replace("η", "eta")
         records.append({"column": column.label, "run_dir": str(target), **write_report(result, folder)})
         rows.append(_row(name, column, result, time.perf_counter() - tick))
@@ -117,7 +121,8 @@ def bench_cases(run_dir: Path, cases: Sequence[AmiaConfig], data_root: str = "")
                                "target_test_accuracy": summary.get("final_test_accuracy"), "cases": [],
                                "versions": package_versions()}
     for cfg in cases:
-        result = evaluate_run(run_dir, cfg, data_root=data_root, log=lambda line: None)
+        result = evaluate_run(run_dir, cfg, load_target(run_dir, torch.device(cfg.device), data_root),
+                              data_root=data_root, log=lambda line: None)
         figures["dataset"] = result.target.get("dataset")
         figures["cases"].append({
             "shadow": cfg.shadow, "eta": cfg.eta, "config": cfg.model_dump(by_alias=True),

@@ -1,9 +1,9 @@
 """Eavesdropper benchmark on MNIST test images: success under each criterion, the label-only baseline, cost.
 
 For every (threat model, B, activation, α size) the images ``indices`` go through a client's real local
-search (:func:`attacker.synthetic.client_capture`, B images per capture: one α step, then one θ step on
+search (:func:`attacker.wire.synthetic.client_capture`, B images per capture: one α step, then one θ step on
 the same batch) under weights at round 0 or after ``train_steps`` θ steps on public data; the chosen
-attack (``adra`` on Δα, ``theta`` on Δθ, ``joint`` on both, :mod:`attacker.attacks`) reconstructs them
+attack (``adra`` on Δα, ``theta`` on Δθ, ``joint`` on both, :mod:`attacker.reconstruct.attacks`) reconstructs them
 and the scoring code compares with the truth. Prints JSON (``archleak bench adra``).
 """
 
@@ -19,23 +19,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attacker.adra import reconstruct_batch
-from attacker.attacks import ATTACKS
-from attacker.config import AttackSettings
-from attacker.interceptor import attacker_theta, public_knowledge
-from attacker.metrics import build_truth, cached_oracle, chance, score_images, success_rates
-from attacker.model import attack_model
-from attacker.objectives import OBJECTIVES
-from attacker.prior import cache_dir, cached_module, images_hash, learned_prior
-from attacker.synthetic import client_capture
-from attacker.threat import THREAT_MODELS, NotApplicable
-from attacker.update import flatten, predicted_update
+from attacker.cache import cache_dir, cached_module, images_hash
+from attacker.reconstruct.adra import reconstruct_batch
+from attacker.reconstruct.attacks import ATTACKS
+from attacker.reconstruct.knowledge import attacker_theta, public_knowledge
+from attacker.reconstruct.model import attack_model
+from attacker.reconstruct.objectives import OBJECTIVES
+from attacker.reconstruct.prior import learned_prior
+from attacker.reconstruct.settings import AttackSettings
+from attacker.reconstruct.threat import THREAT_MODELS, NotApplicable
+from attacker.reconstruct.update import flatten, predicted_update
+from attacker.scoring.metrics import build_truth, cached_oracle, chance, score_images, success_rates
+from attacker.wire.synthetic import client_capture
 from fednas.batches import ImageSet
 from fednas.config import RunConfig, parse_run_config
 from fednas.data import load_dataset
-from fednas.federation import generator, make_model, supernet_spec
+from fednas.evaluation_log import ALPHA_BATCHES
+from fednas.federation import make_model, supernet_spec
 from fednas.search import LocalSearchConfig, local_search
 from fednas.search_space import edges_per_cell
+from fednas.seeds import BENCH_WEIGHTS_STREAM, generator
 from fednas.storage import package_versions
 
 PAPER_TABLE1_ELU_SR = {"P=32": 0.314, "P=64": 0.360, "P=96": 0.398, "P=128": 0.421, "P=256": 0.428}
@@ -75,7 +78,7 @@ def bench_weights(cfg: RunConfig, data: Any, steps: int) -> torch.nn.Module:
         images = (public.aux_images * 255).round().to(torch.uint8)
         pub = ImageSet(images, public.aux_labels, np.arange(len(images)))
         search = LocalSearchConfig(theta_steps=steps, alpha_steps=0, theta_batch_size=32, theta_lr=0.05)
-        local_search(model, pub, pub, search, generator(cfg.seed, 7))
+        local_search(model, pub, pub, search, generator(cfg.seed, BENCH_WEIGHTS_STREAM))
         return model
 
     model = cached_module(cache_dir() / f"bench-weights-{key}.safetensors",
@@ -135,9 +138,9 @@ def run_attack(setup: CaseSetup, settings: AttackSettings, method: str, seed: in
     head = {"threat": case.threat, "method": method, "batch_size": case.batch_size, "activation": case.activation,
             "alpha_entries": setup.model.spec.alpha_count(), "knobs": alpha_size_knobs(case.alpha_size)}
     truths = [build_truth(data.test_images, data.test_labels,
-                          [group[i] for i in (a if spec.truth(settings) == ("batches",) else t)], seed)
+                          [group[i] for i in (a if spec.truth(settings) == (ALPHA_BATCHES,) else t)], seed)
               for group, (a, t) in zip(setup.groups, setup.orders, strict=True)]
-    prior = learned_prior(public.aux_images, seed) if spec.prior(settings) == "learned" else None
+    prior = learned_prior(public.aux_images, seed) if spec.stage(settings).prior == "learned" else None
     start = time.perf_counter()
     recons = []
     try:

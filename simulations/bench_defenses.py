@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
+from app.config import parse_app
 from defenses.config import DefenseConfig
-from fednas.config import parse_app_config
 from fednas.data import load_dataset
-from fednas.federation import DEFENSE_STREAM, choose_data, client_data, generator, make_model, resolve_device
+from fednas.federation import choose_data, client_data, make_model, resolve_device
 from fednas.search import local_search
+from fednas.seeds import CLIENT_STREAM, DEFENSE_STREAM, generator
 from fednas.state import export_state, import_state
 
 CASES: dict[str, dict[str, Any]] = {
@@ -30,7 +31,7 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 def time_round(overrides: Mapping[str, Any], clients: int, repeats: int) -> dict[str, float]:
-    app = parse_app_config(overrides)
+    app = parse_app(overrides)
     cfg, defense = app.federation, app.section("defense", DefenseConfig)
     choice = choose_data(cfg)
     data = load_dataset(choice.dataset, str(choice.root))
@@ -42,7 +43,7 @@ def time_round(overrides: Mapping[str, Any], clients: int, repeats: int) -> dict
         import_state(model, start_state)
         step = defense.alpha_step(generator(cfg.seed, DEFENSE_STREAM, 1, 0))
         begin = time.perf_counter()
-        result = local_search(model, theta_set, alpha_set, cfg.local_search(), generator(cfg.seed, 2, 1, 0),
+        result = local_search(model, theta_set, alpha_set, cfg.local_search(), generator(cfg.seed, CLIENT_STREAM, 1, 0),
                               alpha_step=step)
         seconds.append(time.perf_counter() - begin)
         alpha_steps = result.alpha_steps

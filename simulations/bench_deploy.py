@@ -1,7 +1,7 @@
 """``archleak bench deploy``: what the on-path proxy costs.
 
 * Latency: the same HTTP/1.1 POSTs (small and 1 MiB bodies) sent straight to a loopback upstream and through
-  :class:`~attacker.proxy.InterceptProxy`; the median added time per request.
+  :class:`~attacker.interceptor.proxy.InterceptProxy`; the median added time per request.
 * Run time: the local launcher with and without the proxy (``capture`` mode: the proxy's own cost; the
   attack's CPU is reported by the interceptor benchmark), at each client count, in one process, same seed.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attacker.proxy import InterceptProxy
+from attacker.interceptor.proxy import InterceptProxy
 
 SIZES = (256, 2**20)
 

@@ -22,8 +22,9 @@ import torch
 
 from fednas.config import parse_run_config
 from fednas.data import load_dataset, resolve_data_root
-from fednas.federation import client_data, generator, make_model
+from fednas.federation import client_data, make_model
 from fednas.search import LocalSearchConfig, local_search
+from fednas.seeds import BENCH_TIMED_STREAM, BENCH_WARMUP_STREAM, generator
 from fednas.storage import package_versions, read_jsonl
 from simulations.memory import PeakTreeMemory
 from simulations.simulate import simulate
@@ -39,10 +40,10 @@ def step_seconds(overrides: dict[str, Any], steps: int) -> dict[str, float]:
     for kind in ("theta", "alpha"):
         counts = {"theta_steps": 0, "alpha_steps": 0}
         warm = LocalSearchConfig(**{**cfg.local_search().model_dump(), **counts, f"{kind}_steps": 1})
-        local_search(model, theta_set, alpha_set, warm, generator(0, 9))
+        local_search(model, theta_set, alpha_set, warm, generator(0, BENCH_WARMUP_STREAM))
         timed = LocalSearchConfig(**{**warm.model_dump(), f"{kind}_steps": steps})
         start = time.perf_counter()
-        local_search(model, theta_set, alpha_set, timed, generator(0, 10))
+        local_search(model, theta_set, alpha_set, timed, generator(0, BENCH_TIMED_STREAM))
         out[f"{kind}_step_s"] = (time.perf_counter() - start) / steps
     out["alpha_entries"] = model.spec.alpha_count()
     out["weights"] = sum(p.numel() for p in model.weight_parameters())

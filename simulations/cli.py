@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from fednas.config import SECTIONS, parse_app_config, resolve_user_path
+from app.config import key_table, parse_app
+from fednas.config import resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
 from simulations.cli_amia import amia, amia_scenario, bench_amia, distill_command, serve
@@ -61,15 +62,11 @@ def info(
 def show_config(
     markdown: Annotated[bool, typer.Option(help="print the run-config keys as a Markdown table")] = False,
 ) -> None:
-    """The run-config keys with their defaults (as JSON, or the README's Markdown table)."""
-    defaults = parse_app_config({})
-    if not markdown:
-        typer.echo(json.dumps(defaults.to_flower(), indent=2))
+    """The run-config keys with their defaults (as JSON, or the Markdown tables of docs/run-config.md)."""
+    if markdown:
+        typer.echo(key_table(), nl=False)
         return
-    typer.echo("| key | default | meaning |\n|---|---|---|")
-    for model in SECTIONS.values():
-        for name, field in model.model_fields.items():
-            typer.echo(f"| `{field.alias or name}` | `{json.dumps(field.default)}` | {field.description} |")
+    typer.echo(json.dumps(parse_app({}).to_flower(), indent=2))
 
 
 @bench_app.command("fednas")

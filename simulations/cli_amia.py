@@ -12,7 +12,7 @@ from simulations.cli_attack import _parse_list, emit_figures
 
 def amia_config(shadow: str, shadows: int, eta: float, seed: int, settings: list[str]):
     """The AMIA config from the named options plus ``--set key=value`` pairs (a bad value is a usage error)."""
-    from attacker.amia import AmiaConfig
+    from attacker.membership.amia import AmiaConfig
     from simulations.cli_attack import _settings
 
     return _settings(AmiaConfig, {"shadow": shadow, "shadows": shadows, "eta": eta, "seed": seed}, settings)
@@ -52,24 +52,28 @@ def amia(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Architectural membership inference against a run's global model; writes amia.md/.csv/.json, roc.png, scores.npz."""
-    from attacker.amia_eval import evaluate_run
-    from attacker.amia_report import markdown, write_report
-    from attacker.blackbox import TargetNotFound
+    import torch
+
+    from attacker.membership.evaluate import evaluate_run
+    from attacker.membership.report import amia_markdown, write_report
+    from fednas.run_folder import RunNotFound
+    from simulations.targets import target_box
 
     cfg = amia_config(shadow, shadows, eta, seed, settings)
     suffix = "" if model == "global" else f"-{model}"
     folder = out or run / "amia" / f"{cfg.shadow}-eta{cfg.eta:g}-seed{cfg.seed}{suffix}"
     tick, bars = _bar() if progress else (lambda *a: None, {})
     try:
-        result = evaluate_run(run, cfg, url=url, model=model, data_root=data_root, clients=tuple(_parse_list(clients, int)),
+        target = target_box(run, url, model, torch.device(cfg.device), data_root)
+        result = evaluate_run(run, cfg, target, data_root=data_root, clients=tuple(_parse_list(clients, int)),
                               kinds=tuple(_parse_list(members)), num_clients=num_clients, progress=tick,
                               log=lambda line: typer.echo(line, err=True))
-    except (TargetNotFound, ValueError) as exc:
+    except (RunNotFound, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     for bar in bars.values():
         bar.close()
     write_report(result, folder)
-    typer.echo(markdown(result))
+    typer.echo(amia_markdown(result))
     typer.echo(f"results in {folder}")
 
 
@@ -84,12 +88,13 @@ def serve(
     """Serve the run's global model as a prediction API (GET /v1/info, POST /v1/predict) until Ctrl-C."""
     import torch
 
-    from attacker.blackbox import TargetNotFound, load_target
-    from attacker.serve import PredictionServer
+    from fednas.run_folder import RunNotFound
+    from fednas.serve import PredictionServer
+    from simulations.targets import load_target
 
     try:
         target = load_target(run, torch.device(device), data_root, model)
-    except (TargetNotFound, ValueError) as exc:
+    except (RunNotFound, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     server = PredictionServer((host, port), target)
     typer.echo(f"archleak serve: {target.info()['model']} of {run} at {server.url} "
@@ -134,7 +139,9 @@ def amia_scenario(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """One of the paper's AMIA tables (3–5) as a scenario; writes <name>.md/.csv/.json and one AMIA folder per column."""
-    from fednas.config import ConfigError, parse_run_config, resolve_user_path
+    from app.config import parse_app
+    from fednas.config import resolve_user_path
+    from fednas.schema import ConfigError
     from simulations.amia_tables import SCENARIOS, run_scenario
     from simulations.cli_deploy import _toml_pairs
 
@@ -144,7 +151,7 @@ def amia_scenario(
         if unknown:
             raise ValueError(f"unknown column(s) {unknown} of {name}; known: {', '.join(known)}")
         base = _toml_pairs(run_config)
-        parse_run_config(base)
+        parse_app(base)
     except (ValueError, ConfigError) as exc:
         raise typer.BadParameter(str(exc)) from None
     cfg = amia_config("fixed", 1, 1.0, seed, settings)
@@ -168,16 +175,16 @@ def distill_command(
     """DMP: train a student on the teacher's soft labels of low-entropy public data; writes RUN/distilled/."""
     import torch
 
-    from attacker.blackbox import TargetNotFound
     from defenses.distill_run import distill_run
     from defenses.distillation import DistillConfig
+    from fednas.run_folder import RunNotFound
     from simulations.cli_attack import _settings
 
     cfg = _settings(DistillConfig, {}, settings)
     tick, bars = _bar() if progress else (lambda *a: None, {})
     try:
         record = distill_run(run, cfg, torch.device(device), data_root, lambda d, t: tick("student", d, t))
-    except (TargetNotFound, ValueError) as exc:
+    except (RunNotFound, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     for bar in bars.values():
         bar.close()

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from attacker.config import AttackSettings, InterceptorConfig
-from fednas.config import ConfigError, parse_config
+from attacker.interceptor.config import InterceptorConfig
+from attacker.reconstruct.settings import AttackSettings
+from fednas.schema import ConfigError, parse_config
 
 
 def emit_figures(figures: dict, json_path: Path | None) -> None:
@@ -57,13 +58,15 @@ def reconstruct(
     """Attack the stored captures of a run offline; writes reconstructions/<threat-model>/ (PNG grids, metrics, index.html)."""
     from tqdm import tqdm
 
-    from attacker.interceptor import Interceptor, load_run_config
+    from attacker.interceptor.interceptor import Interceptor
+    from attacker.reconstruct.attacks import ATTACKS
+    from fednas.run_folder import RunFolder
 
     run_dir = target.parent if target.name == "captures" else target
-    if not (run_dir / "config.json").exists():
+    folder = RunFolder(run_dir)
+    if not folder.exists():
         raise typer.BadParameter(f"{run_dir} is not a run folder (no config.json)")
-    _, stored, _ = load_run_config(run_dir)
-    base = stored.model_dump(by_alias=True)
+    base = folder.section(InterceptorConfig).model_dump(by_alias=True)
     if threat_model:
         base["threat-model"] = threat_model
     if attacks:
@@ -72,8 +75,7 @@ def reconstruct(
     interceptor = Interceptor(run_dir, chosen, log=lambda line: typer.echo(line, err=True))
     pending = interceptor.pending()
     typer.echo(f"{len(pending)} capture(s) to attack under the {chosen.threat_model} threat model")
-    per_capture = sum(chosen.attack_iterations if n == "adra" else chosen.inversion_iterations
-                      for n in chosen.attack_names())
+    per_capture = sum(ATTACKS.get(n).stage(chosen).iterations for n in chosen.attack_names())
     bar = tqdm(total=len(pending) * per_capture, disable=not progress, unit="it")
     interceptor.process(pending, callbacks=[lambda p: bar.update(1)])
     bar.close()

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from attacker.config import InterceptorConfig
+from attacker.interceptor.config import InterceptorConfig
 from fednas.config import resolve_user_path
 from simulations.cli_attack import _settings, emit_figures
 
@@ -33,12 +33,13 @@ def _toml_pairs(items: list[str]) -> dict:
 def run_proxy(listen: str, upstream: str, captures: Path, settings: InterceptorConfig,
               log=print) -> dict:
     """Relay until SIGINT/SIGTERM, then let the attacker finish; returns the proxy report."""
-    from attacker.deployed import DeployedRuns
-    from attacker.proxy import InterceptProxy, parse_address, summary_line
+    from app.config import SECTIONS
+    from attacker.interceptor.deployed import DeployedRuns
+    from attacker.interceptor.proxy import InterceptProxy, parse_address, summary_line
 
     async def main() -> dict:
         proxy = InterceptProxy(parse_address(listen), parse_address(upstream), captures,
-                               attacker=DeployedRuns(captures, settings, log=log), log=log)
+                               attacker=DeployedRuns(captures, settings, SECTIONS, log=log), log=log)
         await proxy.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -184,7 +185,7 @@ def defend_eval_command(
 ) -> None:
     """Run the same seeded federation with each defense and without, attack each (ADRA on the wire, AMIA on the
     served model), write the defense table (Markdown, CSV, privacy-utility plot, JSON)."""
-    from attacker.amia import AmiaConfig
+    from attacker.membership.amia import AmiaConfig
     from defenses.distillation import DistillConfig
     from simulations.defend_eval import CASES, defend_eval
 

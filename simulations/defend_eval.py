@@ -86,7 +86,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def markdown(rows: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]) -> str:
+def defense_markdown(rows: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]) -> str:
     head = ("| defense | test acc (Δ) | ADRA recognised (Δ) | identified (Δ) | label (Δ) | PSNR (Δ) | SSIM (Δ) "
             "| AMIA acc (Δ) | AMIA AUC (Δ) | TPR@1%FPR | D^θ AUC | ε | wall s (×) |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -144,12 +144,12 @@ def post_training_case(label: str, reference: Mapping[str, Any], distill_setting
                        ) -> dict[str, Any]:
     """MD: distil the undefended run's model (on the run's device); the served model is the student, the wire
     is unchanged."""
+    from app.config import parse_app
     from defenses.distill_run import distill_run
     from defenses.distillation import DistillConfig
-    from fednas.config import parse_run_config
     from fednas.federation import resolve_device
 
-    device = resolve_device(parse_run_config(reference["config"]).device)
+    device = resolve_device(parse_app(reference["config"]).federation.device)
     record = distill_run(Path(reference["run_dir"]), DistillConfig.model_validate(dict(distill_settings)), device)
     return {**reference, "defense": label, "model": POST_TRAINING[label], "wall_s": reference["wall_s"]
             + record["seconds"], "test_accuracy": record["student_test_accuracy"], "distill": record}
@@ -157,11 +157,16 @@ def post_training_case(label: str, reference: Mapping[str, Any], distill_setting
 
 def amia_figures(result: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """AMIA (fixed shadow) against the case's served model: D^α members, and D^θ as the reference."""
-    from attacker.amia import AmiaConfig
-    from attacker.amia_eval import evaluate_run
+    import torch
 
-    amia = evaluate_run(Path(result["run_dir"]), AmiaConfig.model_validate(dict(settings)),
-                        model=result.get("model", "global"), kinds=("alpha", "theta"), log=lambda line: None)
+    from attacker.membership.amia import AmiaConfig
+    from attacker.membership.evaluate import evaluate_run
+    from simulations.targets import load_target
+
+    cfg = AmiaConfig.model_validate(dict(settings))
+    run_dir = Path(result["run_dir"])
+    target = load_target(run_dir, torch.device(cfg.device), model=result.get("model", "global"))
+    amia = evaluate_run(run_dir, cfg, target, kinds=("alpha", "theta"), log=lambda line: None)
     alpha, theta = amia.metrics["alpha"], amia.metrics["theta"]
     return {"amia_accuracy": alpha.accuracy, "amia_auc": alpha.auc, "amia_tpr1": alpha.tpr_at_1pct_fpr,
             "amia_theta_auc": theta.auc, "seconds": amia.seconds}
@@ -184,7 +189,7 @@ def defend_eval(base: Mapping[str, Any], cases: Mapping[str, Mapping[str, Any]],
             results[-1]["amia"] = amia_figures(results[-1], amia)
     rows = table_rows(results)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "defenses.md", markdown(rows, results).encode())
+    atomic_write_bytes(out / "defenses.md", defense_markdown(rows, results).encode())
     atomic_write_bytes(out / "defenses.csv", csv_bytes(rows, COLUMNS))
     plot(rows, out / "privacy-utility.png")
     report = {"rows": rows, "results": results, "clients": clients, "seed": base.get("seed", 0),

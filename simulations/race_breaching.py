@@ -4,7 +4,7 @@ Every contestant reconstructs the same MNIST test images from the same client up
 single-threaded, in one process, with the same iteration budget (Adam steps, or L-BFGS function
 evaluations):
 
-* ``ours``: :func:`attacker.invert.invert_batch` (analytic labels, cosine + TV, all images in one batched
+* ``ours``: :func:`attacker.reconstruct.invert.invert_batch` (analytic labels, cosine + TV, all images in one batched
   optimisation, started from the public class mean of the recovered label); ``ours-noise-init``: the same
   from uniform noise, which shows what the start contributes;
 * ``invertinggradients``, ``deepleakage``: breaching's attacks of those names (Geiping et al.'s Inverting
@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacker.config import AttackSettings
-from attacker.interceptor import public_knowledge
-from attacker.invert import invert_batch
-from attacker.metrics import psnr, ssim
-from attacker.synthetic import client_capture
-from attacker.threat import THREAT_MODELS, AttackTarget
+from attacker.reconstruct.invert import invert_batch
+from attacker.reconstruct.knowledge import public_knowledge
+from attacker.reconstruct.settings import AttackSettings
+from attacker.reconstruct.threat import THREAT_MODELS, AttackTarget
+from attacker.scoring.metrics import psnr, ssim
+from attacker.wire.synthetic import client_capture
 from fednas.config import parse_run_config
 from fednas.data import load_dataset
 from fednas.federation import make_model

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fednas.client_app import build_client_app
-from fednas.config import parse_run_config, resolve_user_path
-from fednas.server_app import build_server_app
+from app.client_app import build_client_app
+from app.config import parse_app
+from app.server_app import build_server_app
+from fednas.config import resolve_user_path
 
 
 def simulate(overrides: Mapping[str, Any], num_clients: int = 2, cpus_per_client: float = 1.0,
@@ -20,7 +21,7 @@ def simulate(overrides: Mapping[str, Any], num_clients: int = 2, cpus_per_client
     """Run a whole federation in-process; return its run folder."""
     from flwr.simulation import run_simulation
 
-    cfg = parse_run_config(overrides)  # fail before Ray starts
+    cfg = parse_app(overrides).federation  # fail before Ray starts
     base = resolve_user_path(cfg.resume_from) if cfg.resume_from else resolve_user_path(cfg.output_dir)
     before = set(base.iterdir()) if base.exists() and not cfg.resume_from else set()
     backend = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client}}

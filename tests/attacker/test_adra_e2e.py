@@ -14,12 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacker.adra import reconstruct_batch
-from attacker.config import AttackSettings
-from attacker.invert import invert_batch
-from attacker.metrics import psnr
-from attacker.synthetic import client_capture
-from attacker.threat import THREAT_MODELS, PublicKnowledge
+from attacker.reconstruct.adra import reconstruct_batch
+from attacker.reconstruct.invert import invert_batch
+from attacker.reconstruct.knowledge import PublicKnowledge
+from attacker.reconstruct.settings import AttackSettings
+from attacker.reconstruct.threat import THREAT_MODELS
+from attacker.scoring.metrics import psnr
+from attacker.wire.synthetic import client_capture
 from fednas.data import load_dataset
 from fednas.search import LocalSearchConfig
 from fednas.search_space import SupernetSpec

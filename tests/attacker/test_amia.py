@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from attacker.amia import AmiaConfig, fit_attack, membership_scores
-from attacker.blackbox import model_black_box
-from attacker.membership import RunFacts, attacker_pool, member_ids, membership_sets, population_halves
-from attacker.mia_metrics import auc
-from attacker.shadow import PublicKnowledge
+from attacker.membership.amia import AmiaConfig, fit_attack, membership_scores
+from attacker.membership.members import RunFacts, attacker_pool, member_ids, membership_sets
+from attacker.membership.metrics import auc
+from attacker.membership.shadow import MembershipKnowledge
 from fednas.batches import ImageSet
 from fednas.data import load_dataset
-from fednas.partition import population_indices
+from fednas.partition import population_halves, population_indices
 from fednas.search import LocalSearchConfig, local_search
 from fednas.search_space import SupernetSpec
+from fednas.serve import model_black_box
 from fednas.supernet import build_supernet
 
 CONFIG = {"partitioning": "iid", "dirichlet-alpha": 0.5, "population-fraction": 0.2, "alpha-fraction": 0.5,
@@ -54,7 +54,7 @@ def test_used_members_come_from_the_evaluation_log_and_empty_sets_are_errors():
 
 
 def test_bad_amia_settings_are_clear_errors():
-    from fednas.config import ConfigError, parse_config
+    from fednas.schema import ConfigError, parse_config
 
     with pytest.raises(ConfigError, match="eta.*0 < eta <= 1"):
         parse_config(AmiaConfig, {"eta": 0.0})
@@ -78,7 +78,7 @@ def overfit(data_root, mnist_or_digits):
     local_search(model, members, members, recipe, torch.Generator().manual_seed(1))
     box = model_black_box(model, {"num_classes": 10, "channels": data.channels, "height": data.image_size,
                                   "width": data.image_size}, torch.device("cpu"))
-    public = PublicKnowledge(spec, data.mean, data.std, recipe, pool)
+    public = MembershipKnowledge(spec, data.mean, data.std, recipe, pool)
     return box, public, members, look_alike, nonmembers
 
 
@@ -105,7 +105,7 @@ def test_attack_separates_members_of_an_overfitted_target_and_not_look_alikes(ov
 
 def test_searchable_shadow_trains_on_the_public_search_space(overfit):
     box, public, _, _, nonmembers = overfit
-    small = PublicKnowledge(public.spec, public.mean, public.std, public.search,
+    small = MembershipKnowledge(public.spec, public.mean, public.std, public.search,
                             ImageSet(public.pool.images[:120], public.pool.labels[:120], public.pool.ids[:120]))
     cfg = AmiaConfig(shadow="searchable", shadow_size=60, shadow_epochs=2, shadow_batch_size=10, attack_epochs=5)
     attack = fit_attack(small, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from attacker.blackbox import HttpBlackBox, TargetNotFound, load_target, model_black_box
-from attacker.serve import start_server
-from attacker.shadow import ResNet
+from attacker.membership.blackbox import HttpBlackBox
+from fednas.resnet import ResNet
+from fednas.run_folder import RunNotFound
+from fednas.serve import model_black_box, start_server
+from simulations.targets import load_target
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +75,8 @@ def test_client_refuses_wrong_shapes_before_sending(served):
 
 
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
-    with pytest.raises(TargetNotFound, match="not a run folder"):
+    with pytest.raises(RunNotFound, match="not a run folder"):
         load_target(tmp_path, torch.device("cpu"))
     (tmp_path / "config.json").write_text(json.dumps({"config": {}, "dataset": "digits"}))
-    with pytest.raises(TargetNotFound, match="holds no model"):
+    with pytest.raises(RunNotFound, match="holds no model"):
         load_target(tmp_path, torch.device("cpu"))

@@ -1,6 +1,6 @@
 import torch
 
-from attacker.capture import CaptureRecord, CaptureStore, capture_id
+from attacker.wire.capture import CaptureRecord, CaptureStore, capture_id
 
 
 def record(store, server_round, node, broadcast, reply):
@@ -53,7 +53,7 @@ def test_tampered_blob_fails_its_hash(tmp_path):
 
 
 def test_shards_split_the_work_evenly_and_completely():
-    from attacker.interceptor import _balanced
+    from attacker.interceptor.interceptor import _balanced
 
     groups = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
     parts = [_balanced(groups, k, 2) for k in range(2)]

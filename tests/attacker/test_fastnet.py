@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacker.fastnet import AvgPool3x3, FastSuperNet
+from attacker.reconstruct.fast.fastnet import AvgPool3x3, FastSuperNet
 from fednas.search_space import SupernetSpec
 from fednas.supernet import build_supernet
 

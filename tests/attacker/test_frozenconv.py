@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacker.frozenconv import FrozenConv
-from attacker.layout import repeat_channels
+from attacker.reconstruct.fast.frozenconv import FrozenConv
+from attacker.reconstruct.fast.layout import repeat_channels
 
 # (channels in, channels out, kernel, stride, padding, dilation, groups, image side)
 GEOMETRIES = [

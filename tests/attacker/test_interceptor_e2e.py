@@ -6,9 +6,11 @@ import sys
 import pytest
 import torch
 
-from attacker.capture import CaptureStore
-from attacker.interceptor import Interceptor, load_run_config
-from fednas.evaluation_log import FOLDER
+from attacker.interceptor.config import InterceptorConfig
+from attacker.interceptor.interceptor import Interceptor
+from attacker.wire.capture import CaptureStore
+from fednas.evaluation_log import ALPHA_BATCHES
+from fednas.run_folder import RunFolder
 from fednas.storage import load_tensors, read_jsonl
 from simulations.simulate import simulate
 
@@ -75,6 +77,9 @@ def test_every_round_and_client_is_captured_attacked_and_shown(runs):
 def test_the_attack_path_cannot_read_the_evaluation_log(runs):
     _, live = runs
     interceptor = Interceptor(live)
+    # structurally: the attacking half holds public knowledge and settings, no dataset and no run folder
+    held = [type(v).__name__ for v in vars(interceptor.attacker).values()]
+    assert "ImageData" not in held and "RunFolder" not in held and "Scorer" not in held, held
     records = list(interceptor.store.records())
     targets = interceptor.targets(records[:1])
     opened = []
@@ -87,16 +92,17 @@ def test_the_attack_path_cannot_read_the_evaluation_log(runs):
     sys.addaudithook(hook)
     watching[0] = True
     try:
-        interceptor.attack(targets)
+        interceptor.attacker.attack(targets)
     finally:
         watching[0] = False
-    assert not [p for p in opened if f"/{FOLDER}/" in p], "the attack opened the evaluation-only log"
+    evaluation = str(RunFolder(live).evaluation)
+    assert not [p for p in opened if p.startswith(evaluation)], "the attack opened the evaluation-only log"
     watching[0] = True                       # control: scoring does read it, so the hook can see it
     try:
-        assert interceptor.truth(records[0]) is not None
+        assert interceptor.scorer.truth(records[0], (ALPHA_BATCHES,)) is not None
     finally:
         watching[0] = False
-    assert [p for p in opened if f"/{FOLDER}/" in p]
+    assert [p for p in opened if p.startswith(evaluation)]
 
 
 def test_a_failing_capture_is_logged_and_the_rest_go_on(runs, tmp_path):
@@ -110,7 +116,7 @@ def test_a_failing_capture_is_logged_and_the_rest_go_on(runs, tmp_path):
     victim = records[0]
     (store.blobs / f"{victim.reply_blob}.safetensors").write_bytes(b"garbage")
     lines = []
-    _, stored, _ = load_run_config(copy)
+    stored = RunFolder(copy).section(InterceptorConfig)
     interceptor = Interceptor(copy, stored.model_copy(update={"attacks": "adra"}), log=lines.append)
     attacked = interceptor.process(records)
     assert attacked == 1

@@ -2,11 +2,12 @@
 
 import torch
 
-from attacker.labels import class_templates, match_labels
-from attacker.model import attack_model
-from attacker.synthetic import client_capture
-from attacker.threat import THREAT_MODELS, PublicKnowledge
-from attacker.update import flatten
+from attacker.reconstruct.knowledge import PublicKnowledge
+from attacker.reconstruct.labels import class_templates, match_labels
+from attacker.reconstruct.model import attack_model
+from attacker.reconstruct.threat import THREAT_MODELS
+from attacker.reconstruct.update import flatten
+from attacker.wire.synthetic import client_capture
 from fednas.data import load_dataset
 from fednas.search import LocalSearchConfig
 from fednas.search_space import SupernetSpec

@@ -4,7 +4,7 @@ derivative order."""
 import torch
 import torch.nn.functional as F
 
-from attacker.layout import cat_channels, channels_last, shift_up_left, split_channels
+from attacker.reconstruct.fast.layout import cat_channels, channels_last, shift_up_left, split_channels
 
 CL = torch.channels_last
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacker.metrics import CANDIDATES, assign, build_truth, mse, psnr, ssim, success_rates
+from attacker.scoring.metrics import CANDIDATES, assign, build_truth, mse, psnr, ssim, success_rates
 
 
 def test_mse_and_psnr_by_hand():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attacker.mia_metrics import auc, membership_metrics, roc, tpr_at_fpr
+from attacker.membership.metrics import auc, membership_metrics, roc, tpr_at_fpr
 
 # members score 0.9, 0.8, 0.4; non-members 0.7, 0.3, 0.2, 0.1
 SCORES = np.array([0.9, 0.8, 0.4, 0.7, 0.3, 0.2, 0.1])

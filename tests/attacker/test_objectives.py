@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from attacker.objectives import OBJECTIVES, total_variation
+from attacker.reconstruct.objectives import OBJECTIVES, total_variation
 
 
 def test_l2_is_the_relative_squared_error():

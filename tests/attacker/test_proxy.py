@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from attacker.proxy import InterceptProxy, parse_address
+from attacker.interceptor.proxy import InterceptProxy, parse_address
 from simulations.certs import generate_certificates
 
 

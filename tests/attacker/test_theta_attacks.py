@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacker.idlg import analytic_labels
-from attacker.model import theta_model
-from attacker.synthetic import client_capture
-from attacker.threat import THREAT_MODELS, PublicKnowledge
-from attacker.trajectory import simulate
+from attacker.reconstruct.idlg import analytic_labels
+from attacker.reconstruct.knowledge import PublicKnowledge
+from attacker.reconstruct.model import theta_model
+from attacker.reconstruct.threat import THREAT_MODELS
+from attacker.reconstruct.trajectory import replay_local_search
+from attacker.wire.synthetic import client_capture
 from fednas.search import LocalSearchConfig
 from fednas.search_space import SupernetSpec
 from fednas.state import THETA_PREFIX, export_state
@@ -56,7 +57,7 @@ def test_the_trajectory_simulator_reproduces_the_client_update_from_the_true_dat
     a_ids = [i for b in result.alpha_batches for i in b]
     t_ids = [i for b in result.theta_batches for i in b]
     net = theta_model(SPEC, (0.5,), (0.25,))
-    d_alpha, d_theta = simulate(
+    d_alpha, d_theta = replay_local_search(
         net, target.schedule, target.theta, {g: a.unsqueeze(0) for g, a in target.alpha_before.items()},
         (x[a_ids].float() / 255)[None], F.one_hot(y[a_ids], 10).float()[None],
         (tx[t_ids].float() / 255)[None], F.one_hot(ty[t_ids], 10).float()[None])
@@ -98,10 +99,10 @@ def test_without_shared_weights_only_the_architecture_attack_applies(model):
     under `wire` (which needs the broadcast θ) cannot either, and architecture-only ADRA still can."""
     from dataclasses import replace
 
-    from attacker.attacks import ATTACKS
-    from attacker.config import AttackSettings
-    from attacker.interceptor import attacker_theta
-    from attacker.threat import NotApplicable
+    from attacker.reconstruct.attacks import ATTACKS
+    from attacker.reconstruct.knowledge import attacker_theta
+    from attacker.reconstruct.settings import AttackSettings
+    from attacker.reconstruct.threat import NotApplicable
 
     x, y = images(1)
     public = public_for(*images(40, seed=1))
@@ -122,9 +123,9 @@ def test_without_shared_weights_only_the_architecture_attack_applies(model):
 
 def test_updates_with_too_many_images_are_reported_not_attacked():
     """The demo's 10 θ steps x 16 images exceed inversion-max-images: the attack says so instead of running."""
-    from attacker.config import AttackSettings
-    from attacker.invert import invert_batch
-    from attacker.threat import AttackTarget, NotApplicable, Schedule, ThetaRule, UpdateRule
+    from attacker.reconstruct.invert import invert_batch
+    from attacker.reconstruct.settings import AttackSettings
+    from attacker.reconstruct.threat import AttackTarget, NotApplicable, Schedule, ThetaRule, UpdateRule
 
     x, y = images(4)
     schedule = Schedule(ThetaRule(10, 16, 0.05, 0.9, 3e-4, 5.0), UpdateRule("sgd", 0.1, 0.0, 1, 1), "interleaved")

@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacker.model import attack_model
-from attacker.synthetic import client_capture
-from attacker.threat import THREAT_MODELS, PublicKnowledge
-from attacker.update import flatten, predicted_update
+from attacker.reconstruct.knowledge import PublicKnowledge
+from attacker.reconstruct.model import attack_model
+from attacker.reconstruct.threat import THREAT_MODELS
+from attacker.reconstruct.update import flatten, predicted_update
+from attacker.wire.synthetic import client_capture
 from fednas.search import LocalSearchConfig
 from fednas.search_space import SupernetSpec
 from fednas.supernet import build_supernet

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from app.config import parse_app
 from defenses.alpha import AlphaStep, DPSGDAlpha, InputNoise, L2Alpha
 from defenses.config import DefenseConfig, check_compatible
 from fednas.batches import ImageSet
-from fednas.config import ConfigError, parse_app_config
+from fednas.schema import ConfigError
 from fednas.search import LocalSearchConfig, local_search
 from fednas.search_space import SupernetSpec
 from fednas.supernet import build_supernet
@@ -106,17 +107,17 @@ def test_a_dp_step_moves_alpha_by_the_clipped_noisy_mean():
 ])
 def test_bad_defense_settings_are_refused_with_the_setting_named(values, message):
     with pytest.raises(ConfigError, match=message):
-        parse_app_config(values)
+        parse_app(values)
 
 
 def test_dp_sgd_with_batch_statistics_is_refused():
-    defense = parse_app_config({"defenses": "dp-sgd-alpha"}).section("defense", DefenseConfig)
+    defense = parse_app({"defenses": "dp-sgd-alpha"}).section("defense", DefenseConfig)
     with pytest.raises(ConfigError, match="batchnorm"):
         check_compatible(defense, batchnorm=True)
     check_compatible(defense, batchnorm=False)
 
 
 def test_the_paper_preset_is_std_point_one_on_the_gradient():
-    defense = parse_app_config({"defenses": "dp-sgd-alpha-paper"}).section("defense", DefenseConfig)
+    defense = parse_app({"defenses": "dp-sgd-alpha-paper"}).section("defense", DefenseConfig)
     dp = defense.dp()
     assert dp is not None and dp.noise_multiplier * dp.clip == pytest.approx(0.1)

@@ -59,7 +59,7 @@ def test_student_sees_only_teacher_labels_of_low_entropy_public_samples(teacher_
 
 
 def test_unknown_student_is_a_clear_error():
-    from fednas.config import ConfigError, parse_config
+    from fednas.schema import ConfigError, parse_config
 
     with pytest.raises(ConfigError, match="unknown student kind 'vgg'; known: searched, resnet"):
         parse_config(DistillConfig, {"student": "vgg"})

@@ -9,11 +9,12 @@ test: 24.4 dB undefended vs 11.7 dB defended (2 images, 60 Adam iterations; 120 
 
 import torch
 
-from attacker.adra import reconstruct_batch
-from attacker.config import AttackSettings
-from attacker.metrics import psnr
-from attacker.synthetic import client_capture
-from attacker.threat import THREAT_MODELS, PublicKnowledge
+from attacker.reconstruct.adra import reconstruct_batch
+from attacker.reconstruct.knowledge import PublicKnowledge
+from attacker.reconstruct.settings import AttackSettings
+from attacker.reconstruct.threat import THREAT_MODELS
+from attacker.scoring.metrics import psnr
+from attacker.wire.synthetic import client_capture
 from defenses.alpha import AlphaStep, DPSGDAlpha
 from fednas.data import load_dataset
 from fednas.search import LocalSearchConfig

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from attacker.capture import CaptureStore
+from attacker.wire.capture import CaptureStore
 from defenses.config import DefenseConfig, check_compatible
-from fednas.config import ConfigError, parse_config
+from fednas.schema import ConfigError, parse_config
 from fednas.storage import load_tensors
 
 

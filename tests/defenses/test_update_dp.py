@@ -8,12 +8,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from attacker.capture import CaptureStore
+from app.client_app import defense_mod
+from attacker.wire.capture import CaptureStore
 from defenses.accounting import PrivacyLedger, epsilon
 from defenses.config import DefenseConfig, account_round
-from defenses.mods import defense_mod
-from fednas.config import ConfigError, parse_config
 from fednas.records import from_array_record, to_array_record
+from fednas.schema import ConfigError, parse_config
 from fednas.storage import load_tensors, read_jsonl
 
 BROADCAST = {"alpha:normal": torch.zeros(14, 8), "theta:w": torch.zeros(40_000), "theta:b": torch.zeros(3, 3)}

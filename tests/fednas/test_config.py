@@ -1,28 +1,9 @@
-import tomllib
+"""The federation's own run-config section: typed, validated with one clear error per bad key."""
 
 import pytest
 
-from fednas.config import ConfigError, parse_app_config, parse_run_config, resolve_user_path
-from tests.conftest import REPO
-
-
-def flower_config():
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-
-
-def test_pyproject_holds_every_key_with_the_models_default():
-    assert flower_config() == parse_app_config({}).to_flower()
-
-
-def test_readme_documents_every_key():
-    readme = (REPO / "README.md").read_text()
-    missing = [k for k in parse_app_config({}).to_flower() if f"`{k}`" not in readme]
-    assert not missing, f"README lacks run-config keys: {missing}"
-
-
-def test_pyproject_values_parse():
-    cfg = parse_run_config(flower_config())
-    assert cfg.num_server_rounds == 3 and cfg.alpha_sharing == "shared"
+from fednas.config import parse_run_config, resolve_user_path
+from fednas.schema import ConfigError
 
 
 @pytest.mark.parametrize("key,value,expected", [

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from fednas.config import ConfigError, parse_run_config
+from app.config import parse_app
+from app.server_app import run_server
 from fednas.data import load_dataset
 from fednas.federation import DataChoice, make_model, run_client_round
-from fednas.server_app import run_server
+from fednas.schema import ConfigError
 from fednas.state import export_state, import_state
 from fednas.storage import load_tensors, read_jsonl
 from simulations.simulate import simulate
@@ -40,7 +41,7 @@ def test_two_rounds_are_recorded_and_alpha_moves(two_rounds, data_root):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["final_genotype"] == rounds[-1]["genotype"]
 
-    cfg = parse_run_config(overrides)
+    cfg = parse_app(overrides).federation
     data = load_dataset(overrides["dataset"], str(data_root))
     initial = make_model(cfg, data, torch.device("cpu"))
     tensors, meta = load_tensors(run_dir / "checkpoints" / "round-0002.safetensors")
@@ -81,7 +82,7 @@ def test_bad_value_stops_the_server_before_training():
 
 
 def test_share_weights_false_keeps_theta_on_the_client(data_root, mnist_or_digits, tmp_path):
-    cfg = parse_run_config(tiny(mnist_or_digits, data_root, tmp_path, **{"share-weights": False}))
+    cfg = parse_app(tiny(mnist_or_digits, data_root, tmp_path, **{"share-weights": False})).federation
     data = load_dataset(cfg.dataset, str(data_root))
     received = export_state(make_model(cfg, data, torch.device("cpu")), weights=False)
     choice = DataChoice(cfg.dataset, data_root, "test")

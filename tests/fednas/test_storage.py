@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fednas.run import load_latest_checkpoint
+from fednas.run_folder import RunFolder
 from fednas.storage import CorruptFile, append_jsonl, load_tensors, read_jsonl, save_tensors
 
 
@@ -22,7 +22,7 @@ def test_truncated_checkpoint_is_reported_and_skipped(tmp_path):
     with pytest.raises(CorruptFile):
         load_tensors(ckpt / "round-0002.safetensors")
     messages = []
-    server_round, tensors, _ = load_latest_checkpoint(tmp_path, messages.append)
+    server_round, tensors, _ = RunFolder(tmp_path).latest_checkpoint(messages.append)
     assert server_round == 1 and torch.equal(tensors["a"], torch.ones(3))
     assert "round-0002" in messages[0]
 

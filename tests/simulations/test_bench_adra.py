@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attacker.prior import cache_dir
+from attacker.cache import cache_dir
 from fednas.config import parse_run_config
 from fednas.data import load_dataset
 from simulations.bench_adra import bench_weights, result_line

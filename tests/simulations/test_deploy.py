@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacker.capture import CaptureStore
-from fednas.run import load_latest_checkpoint
+from attacker.wire.capture import CaptureStore
+from fednas.run_folder import RunFolder
 from fednas.storage import read_jsonl
 from simulations.deploy import DeployPlan, LocalDeployment, _zombie, descendants
 from tests.conftest import REPO
@@ -36,7 +36,7 @@ def kill_attack_worker(d: LocalDeployment, killed: list[int], done: threading.Ev
             cmdline = b""
             with contextlib.suppress(OSError):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"attacker.service" in cmdline:
+            if b"attacker.interceptor.worker" in cmdline:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
         time.sleep(0.2)
@@ -76,7 +76,7 @@ def runs(tmp_path_factory, mnist_or_digits, data_root):
 
 def final_model(run: dict) -> dict[str, torch.Tensor]:
     (folder,) = run["result"]["runs"]
-    server_round, tensors, _ = load_latest_checkpoint(Path(folder), log=lambda _: None)
+    server_round, tensors, _ = RunFolder(folder).latest_checkpoint(log=lambda _: None)
     assert server_round == 2
     return tensors
 

@@ -1,0 +1,103 @@
+"""AMIA outputs: ``amia.md`` and ``amia.csv`` (one row per member kind), ``roc.png`` (log-scale ROC),
+``scores.npz`` (ids, memberships and scores per kind, for re-analysis) and ``amia.json`` (the resolved config,
+seed, package versions, stage timings and every figure). All files are written atomically."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attacker.membership.evaluate import AmiaResult
+from attacker.membership.metrics import roc
+from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, package_versions
+
+# the paper's AMIA attack accuracy (DARTS, P = 64, η = 1), for the comparison column
+PAPER_ACCURACY = {"mnist": 0.56, "cifar10": 0.67, "cifar10-subset": 0.67, "cifar100": 0.86}
+COLUMNS = ("members", "n", "accuracy", "advantage", "precision", "recall", "f1", "auc", "tpr@1%fpr",
+           "tpr@0.1%fpr", "best_accuracy", "target_acc_members", "target_acc_nonmembers", "paper_accuracy")
+KIND_LABEL = {"alpha": "D^α (architecture data)", "alpha-used": "D^α used in α steps",
+              "theta": "D^θ (weights' data, reference)"}
+
+
+def rows(result: AmiaResult) -> list[dict[str, Any]]:
+    paper = PAPER_ACCURACY.get(str(result.target.get("dataset")))
+    out = []
+    for kind, m in result.metrics.items():
+        acc = result.target_accuracy[kind]
+        out.append({"members": kind, "n": m.n_members, "accuracy": m.accuracy, "advantage": m.advantage,
+                    "precision": m.precision, "recall": m.recall, "f1": m.f1, "auc": m.auc,
+                    "tpr@1%fpr": m.tpr_at_1pct_fpr, "tpr@0.1%fpr": m.tpr_at_01pct_fpr,
+                    "best_accuracy": m.best_accuracy, "target_acc_members": acc["members"],
+                    "target_acc_nonmembers": acc["nonmembers"], "paper_accuracy": paper if kind == "alpha" else None})
+    return out
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def amia_markdown(result: AmiaResult) -> str:
+    cfg = result.config
+    lines = [f"# AMIA on {result.run_dir}", "",
+             (f"Target: {result.target.get('model')} ({result.target.get('dataset')}, round "
+             f"{result.target.get('round')}). Shadow: {cfg.shadows} × {cfg.shadow}; η = {cfg.eta}; "
+             f"features {cfg.features}; seed {cfg.seed}."), "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows(result):
+        row = {**row, "members": KIND_LABEL.get(row["members"], row["members"])}
+        lines.append("| " + " | ".join(fmt(row[c]) for c in COLUMNS) + " |")
+    lines += ["", ("accuracy is at the attack model's own threshold (0.5); advantage = 2·accuracy − 1 (the paper's "
+              "Eq. 11); best_accuracy is at the best threshold, which a calibrated attacker could reach. "
+              "Members and non-members are balanced, so chance is 0.5 accuracy and 0.5 AUC; TPR at FPR x is x "
+              "for a random guess."), "",
+              "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()), ""]
+    lines += [f"Note: {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def roc_png(result: AmiaResult) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    floor = 1e-4
+    for kind, (_, member, score) in result.scores.items():
+        fpr, tpr, _ = roc(score, member)
+        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor),
+                label=f"{KIND_LABEL.get(kind, kind)}: AUC {result.metrics[kind].auc:.3f}")
+    ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1), xlabel="false positive rate",
+           ylabel="true positive rate", title=f"AMIA ROC ({result.config.shadow} shadow, η={result.config.eta})")
+    ax.legend(fontsize=7, loc="lower right")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(result: AmiaResult, out: Path) -> dict[str, Any]:
+    """Write every output under ``out``; return the JSON record."""
+    out = Path(out)
+    table = rows(result)
+    atomic_write_bytes(out / "amia.csv", csv_bytes(table, COLUMNS))
+    atomic_write_bytes(out / "amia.md", amia_markdown(result).encode())
+    atomic_write_bytes(out / "roc.png", roc_png(result))
+    arrays = {}
+    for kind, (ids, member, score) in result.scores.items():
+        key = kind.replace("-", "_")
+        arrays.update({f"{key}_ids": ids, f"{key}_member": member, f"{key}_score": score})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(out / "scores.npz", buf.getvalue())
+    record = {"run_dir": result.run_dir, "config": result.config.model_dump(by_alias=True), "seed": result.config.seed,
+              "target": result.target, "rows": table, "seconds": result.seconds, "shadow": result.shadow,
+              "notes": result.notes, "versions": package_versions()}
+    atomic_write_json(out / "amia.json", record)
+    return record

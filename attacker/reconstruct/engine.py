@@ -1,0 +1,57 @@
+"""The attacking half of the eavesdropper: what crossed the wire plus public knowledge, and nothing else.
+
+An :class:`Attacker` holds the public knowledge, its own random weights θ_r (the paper's attacker) and the attack
+settings; it holds no dataset and never sees the evaluation-only log. It turns a :class:`~attacker.wire.capture.
+WireView` into a threat model's target, and runs a registered attack on a batch of targets that share weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+from attacker.reconstruct.attacks import ATTACKS
+from attacker.reconstruct.knowledge import PublicKnowledge, attacker_theta
+from attacker.reconstruct.loop import ProgressCallback, Reconstruction
+from attacker.reconstruct.prior import ImageVAE, learned_prior
+from attacker.reconstruct.settings import AttackSettings
+from attacker.reconstruct.threat import THREAT_MODELS, AttackTarget
+from attacker.wire.capture import WireView
+from fednas.seeds import ATTACK_STREAM, derive_seed
+
+
+class Attacker:
+    """Targets and reconstructions under one threat model (see the module docstring)."""
+
+    def __init__(self, public: PublicKnowledge, settings: AttackSettings) -> None:
+        self.public, self.settings = public, settings
+        self.threat = THREAT_MODELS.get(settings.threat_model)
+        self.own_theta = attacker_theta(public)
+        self._prior: ImageVAE | None = None
+
+    def target(self, view: WireView) -> AttackTarget:
+        """The threat model's view of one capture; raises NotApplicable when it cannot attack it."""
+        return self.threat(view, self.public, self.own_theta)
+
+    def weights_key(self, broadcast_id: str) -> str:
+        """Captures attacked with the same weights share this key: all of them under architecture-only (the
+        attacker's own θ_r), a round's broadcast under wire."""
+        return self.threat.weights_key(broadcast_id)
+
+    def prior(self, attack: str) -> ImageVAE | None:
+        """The learned prior (trained once on the public images, cached) when the attack's stage uses it."""
+        if ATTACKS.get(attack).stage(self.settings).prior != "learned":
+            return None
+        if self._prior is None:
+            self._prior = learned_prior(self.public.aux_images, self.public.seed)
+        return self._prior
+
+    def attack(self, targets: Sequence[AttackTarget], name: str = "adra",
+               callbacks: Sequence[ProgressCallback] = ()) -> list[Reconstruction]:
+        """Run attack ``name`` on targets that share weights; the randomness is the capture's own stream."""
+        key = f"{name}:{targets[0].capture_id}" if name != "adra" else targets[0].capture_id
+        seed = derive_seed(self.public.seed, ATTACK_STREAM, int(hashlib.sha1(key.encode()).hexdigest()[:8], 16))
+        return ATTACKS.get(name).run(targets, self.public, self.settings, self.prior(name),
+                                     torch.Generator().manual_seed(seed), callbacks)
