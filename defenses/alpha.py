@@ -61,13 +61,16 @@ class DPSGDAlpha:
         correct = int((logits.detach().argmax(1) == y).sum())
         return float(loss.detach()) / len(x), correct, dict(zip(per, grads, strict=True))
 
-    def clip_(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scale every sample's gradient (all groups together) to L2 norm ≤ C in place; returns the norms before."""
-        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+    @staticmethod
+    def per_sample_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every sample's L2 gradient norm over all α groups together: [B]."""
+        return torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+
+    def clip_(self, grads: dict[str, torch.Tensor], norms: torch.Tensor) -> None:
+        """Scale every sample's gradient to L2 norm ≤ C in place, given its norm before (``per_sample_norms``)."""
         factor = (self.clip / (norms + 1e-12)).clamp(max=1.0)
         for g in grads.values():
             g.mul_(factor.view(-1, *([1] * (g.dim() - 1))))
-        return norms
 
     def noise(self, summed: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         std = self.noise_multiplier * self.clip
@@ -91,7 +94,9 @@ class AlphaStep:
         params = model.alpha_parameters()
         if self.dp is not None:
             loss, correct, per_sample = self.dp.per_sample_gradients(model, x, y)
-            self.clipped_norms.extend(self.dp.clip_(per_sample).tolist())
+            norms = self.dp.per_sample_norms(per_sample)
+            self.clipped_norms.extend(norms.tolist())
+            self.dp.clip_(per_sample, norms)
             noised = self.dp.noise({g: p.sum(0) for g, p in per_sample.items()}, self.generator)
             grads = [noised[g] / len(x) for g in model.alphas]
             if self.l2 is not None:

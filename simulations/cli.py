@@ -13,7 +13,8 @@ from fednas.config import resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
 from simulations.cli_amia import amia, amia_scenario, bench_amia, distill_command, serve
-from simulations.cli_attack import bench_adra, bench_race, bench_similarity, emit_figures, reconstruct
+from simulations.cli_attack import bench_adra, bench_race, bench_similarity, reconstruct
+from simulations.cli_common import emit_figures
 from simulations.cli_deploy import (
     bench_defenses,
     bench_deploy,

@@ -7,31 +7,14 @@ from typing import Annotated
 
 import typer
 
-from simulations.cli_attack import _parse_list, emit_figures
+from simulations.cli_common import emit_figures, parse_list, settings_from, stage_bars, toml_pairs
 
 
 def amia_config(shadow: str, shadows: int, eta: float, seed: int, settings: list[str]):
     """The AMIA config from the named options plus ``--set key=value`` pairs (a bad value is a usage error)."""
     from attacker.membership.amia import AmiaConfig
-    from simulations.cli_attack import _settings
 
-    return _settings(AmiaConfig, {"shadow": shadow, "shadows": shadows, "eta": eta, "seed": seed}, settings)
-
-
-def _bar():
-    from tqdm import tqdm
-
-    bars: dict = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None or bar.total != total or done < bar.n:
-            if bar is not None:
-                bar.close()
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="step", leave=False)
-        bar.update(done - bar.n)
-
-    return progress, bars
+    return settings_from(AmiaConfig, {"shadow": shadow, "shadows": shadows, "eta": eta, "seed": seed}, settings)
 
 
 def amia(
@@ -62,11 +45,11 @@ def amia(
     cfg = amia_config(shadow, shadows, eta, seed, settings)
     suffix = "" if model == "global" else f"-{model}"
     folder = out or run / "amia" / f"{cfg.shadow}-eta{cfg.eta:g}-seed{cfg.seed}{suffix}"
-    tick, bars = _bar() if progress else (lambda *a: None, {})
+    tick, bars = stage_bars() if progress else (lambda *a: None, {})
     try:
         target = target_box(run, url, model, torch.device(cfg.device), data_root)
-        result = evaluate_run(run, cfg, target, data_root=data_root, clients=tuple(_parse_list(clients, int)),
-                              kinds=tuple(_parse_list(members)), num_clients=num_clients, progress=tick,
+        result = evaluate_run(run, cfg, target, data_root=data_root, clients=tuple(parse_list(clients, int)),
+                              kinds=tuple(parse_list(members)), num_clients=num_clients, progress=tick,
                               log=lambda line: typer.echo(line, err=True))
     except (RunNotFound, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -120,7 +103,7 @@ def bench_amia(
     """Wall time per stage and attack quality (accuracy, AUC, TPR at low FPR) for each shadow kind and η."""
     from simulations.amia_tables import bench_cases
 
-    cases = [amia_config(s, 1, e, seed, settings) for s in _parse_list(shadow) for e in _parse_list(eta, float)]
+    cases = [amia_config(s, 1, e, seed, settings) for s in parse_list(shadow) for e in parse_list(eta, float)]
     emit_figures(bench_cases(run, cases, data_root), json_path)
 
 
@@ -143,22 +126,21 @@ def amia_scenario(
     from fednas.config import resolve_user_path
     from fednas.schema import ConfigError
     from simulations.amia_tables import SCENARIOS, run_scenario
-    from simulations.cli_deploy import _toml_pairs
 
     try:
         known = [c.label for c in SCENARIOS.get(name)]
-        unknown = sorted(set(_parse_list(columns)) - set(known))
+        unknown = sorted(set(parse_list(columns)) - set(known))
         if unknown:
             raise ValueError(f"unknown column(s) {unknown} of {name}; known: {', '.join(known)}")
-        base = _toml_pairs(run_config)
+        base = toml_pairs(run_config)
         parse_app(base)
     except (ValueError, ConfigError) as exc:
         raise typer.BadParameter(str(exc)) from None
     cfg = amia_config("fixed", 1, 1.0, seed, settings)
-    tick, bars = _bar() if progress else (lambda *a: None, {})
+    tick, bars = stage_bars() if progress else (lambda *a: None, {})
     folder = resolve_user_path(str(out))
     rows = run_scenario(name, folder, run_dir=run, base_run=base, amia=cfg, clients=clients, data_root=data_root,
-                        only=tuple(_parse_list(columns)), progress=tick, log=lambda line: typer.echo(line, err=True))
+                        only=tuple(parse_list(columns)), progress=tick, log=lambda line: typer.echo(line, err=True))
     for bar in bars.values():
         bar.close()
     typer.echo((folder / f"{name}.md").read_text())
@@ -178,10 +160,9 @@ def distill_command(
     from defenses.distill_run import distill_run
     from defenses.distillation import DistillConfig
     from fednas.run_folder import RunNotFound
-    from simulations.cli_attack import _settings
 
-    cfg = _settings(DistillConfig, {}, settings)
-    tick, bars = _bar() if progress else (lambda *a: None, {})
+    cfg = settings_from(DistillConfig, {}, settings)
+    tick, bars = stage_bars() if progress else (lambda *a: None, {})
     try:
         record = distill_run(run, cfg, torch.device(device), data_root, lambda d, t: tick("student", d, t))
     except (RunNotFound, ValueError) as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,42 +9,8 @@ import typer
 
 from attacker.interceptor.config import InterceptorConfig
 from attacker.reconstruct.settings import AttackSettings
-from fednas.schema import ConfigError, parse_config
-
-
-def emit_figures(figures: dict, json_path: Path | None) -> None:
-    """Print benchmark figures as JSON, and write them atomically to ``json_path`` when given."""
-    from fednas.storage import atomic_write_json
-
-    if json_path:
-        atomic_write_json(json_path, figures)
-    typer.echo(json.dumps(figures, indent=2))
-
-
-def _parse_list(value: str, kind: type = str) -> list:
-    return [kind(v.strip()) for v in value.split(",") if v.strip()]
-
-
-def _key_values(items: list[str], option: str) -> dict:
-    """``key=value`` options as a dict; values are JSON where they parse, else strings."""
-    values: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"{option} expects key=value, got {item!r}")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return values
-
-
-def _settings(model: type, base: dict, overrides: list[str]) -> AttackSettings:
-    values = {**base, **_key_values(overrides, "--set")}
-    try:
-        return parse_config(model, values)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
+from fednas.schema import ConfigError
+from simulations.cli_common import emit_figures, key_values, parse_list, settings_from
 
 
 def reconstruct(
@@ -71,7 +36,7 @@ def reconstruct(
         base["threat-model"] = threat_model
     if attacks:
         base["attacks"] = attacks
-    chosen = _settings(InterceptorConfig, base, settings)
+    chosen = settings_from(InterceptorConfig, base, settings)
     interceptor = Interceptor(run_dir, chosen, log=lambda line: typer.echo(line, err=True))
     pending = interceptor.pending()
     typer.echo(f"{len(pending)} capture(s) to attack under the {chosen.threat_model} threat model")
@@ -109,10 +74,10 @@ def bench_adra(
         span = range(int(start), int(end))
     else:
         span = range(images)
-    threats = ["architecture-only", "wire"] if threat == "both" else _parse_list(threat)
-    chosen = _settings(AttackSettings, {"attacks": attack}, settings)
+    threats = ["architecture-only", "wire"] if threat == "both" else parse_list(threat)
+    chosen = settings_from(AttackSettings, {"attacks": attack}, settings)
     root, _ = resolve_data_root(data_root)
-    cases = cases_for(threats, _parse_list(batch_size, int), _parse_list(activation), _parse_list(alpha_size, int),
+    cases = cases_for(threats, parse_list(batch_size, int), parse_list(activation), parse_list(alpha_size, int),
                       sweep)
 
     def progress(so_far: dict, result: dict) -> None:   # long sweeps: a line per case, partial figures kept
@@ -139,13 +104,13 @@ def bench_race(
     from fednas.data import resolve_data_root
     from simulations.race_breaching import CONTESTANTS, race
 
-    names = _parse_list(contestants)
+    names = parse_list(contestants)
     try:
         for name in names:
             CONTESTANTS.get(name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    knobs = _key_values(run_config, "--run-config")
+    knobs = key_values(run_config, "--run-config")
     root, _ = resolve_data_root(data_root)
     try:
         figures = race(images, iterations, str(root), knobs, names)
@@ -167,5 +132,5 @@ def bench_similarity(
     from simulations.bench_similarity import similarity
 
     root, _ = resolve_data_root(data_root)
-    emit_figures(similarity(str(root), per_class, _parse_list(train_steps, int), _parse_list(alpha_size, int),
+    emit_figures(similarity(str(root), per_class, parse_list(train_steps, int), parse_list(alpha_size, int),
                             activation), json_path)

@@ -12,22 +12,10 @@ import typer
 
 from attacker.interceptor.config import InterceptorConfig
 from fednas.config import resolve_user_path
-from simulations.cli_attack import _settings, emit_figures
+from simulations.cli_common import emit_figures, settings_from, toml_pairs
 
 PROXY_MODES = ("capture", "live", "after-run")
 APP_DIR = Path(__file__).resolve().parent.parent
-
-
-def _toml_pairs(items: list[str]) -> dict:
-    import tomllib
-
-    out: dict = {}
-    for item in items:
-        try:
-            out.update(tomllib.loads(item))
-        except tomllib.TOMLDecodeError as exc:
-            raise typer.BadParameter(f"--run-config expects key=value in TOML, got {item!r} ({exc})") from None
-    return out
 
 
 def run_proxy(listen: str, upstream: str, captures: Path, settings: InterceptorConfig,
@@ -68,7 +56,7 @@ def intercept(
     messages it sees into captures and attacks them. Stop it with Ctrl-C; it then reports what it saw."""
     if attack not in PROXY_MODES:
         raise typer.BadParameter(f"--attack must be one of {', '.join(PROXY_MODES)}, got {attack!r}")
-    chosen = _settings(InterceptorConfig, {"interceptor": attack, "threat-model": threat_model}, settings)
+    chosen = settings_from(InterceptorConfig, {"interceptor": attack, "threat-model": threat_model}, settings)
     folder = resolve_user_path(captures)
     report = run_proxy(listen, upstream, folder, chosen, log=lambda line: typer.echo(line, err=True))
     typer.echo(json.dumps({"captures": str(folder), "wire": report["wire"], "proxy": report["proxy"],
@@ -93,7 +81,7 @@ def deploy_local(
 
     if attack not in PROXY_MODES:
         raise typer.BadParameter(f"--attack must be one of {', '.join(PROXY_MODES)}, got {attack!r}")
-    overrides = _toml_pairs(run_config)
+    overrides = toml_pairs(run_config)
     plan = DeployPlan(clients=clients, rounds=rounds, tls=tls, interceptor=interceptor, attack=attack,
                       threat_model=threat_model, workdir=resolve_user_path(workdir), app_dir=APP_DIR,
                       run_config=overrides, attack_settings=tuple(settings), timeout_s=timeout)
@@ -125,7 +113,7 @@ def deploy_submit(
 
     from simulations.deploy import submit_run
 
-    config = _toml_pairs(run_config)
+    config = toml_pairs(run_config)
     with tempfile.TemporaryDirectory(prefix="archleak-flwr-") as home:
         for attempt in range(1, retries + 1):
             code, _ = submit_run(app_dir, superlink, config, Path(home), root_certificates, None)
@@ -163,7 +151,7 @@ def bench_deploy(
 
     figures: dict = {"latency": asyncio.run(latency(requests)), "versions": package_versions()}
     if not skip_runs:
-        config = _toml_pairs(run_config)
+        config = toml_pairs(run_config)
         with tempfile.TemporaryDirectory(prefix="archleak-bench-") as tmp:
             figures["runs"] = run_times([int(c) for c in clients.split(",")], rounds, config, Path(tmp))
         figures["run_config"] = config
@@ -194,10 +182,10 @@ def defend_eval_command(
         if name not in CASES:
             raise typer.BadParameter(f"unknown case {name!r}; known: {', '.join(CASES)}")
         chosen[name] = CASES[name]
-    base = {"num-server-rounds": rounds, **_toml_pairs(run_config)}
+    base = {"num-server-rounds": rounds, **toml_pairs(run_config)}
     folder = resolve_user_path(out)
-    amia_cfg = _settings(AmiaConfig, {}, amia_settings).model_dump(by_alias=True) if amia else None
-    distill_cfg = _settings(DistillConfig, {}, distill_settings).model_dump(by_alias=True)
+    amia_cfg = settings_from(AmiaConfig, {}, amia_settings).model_dump(by_alias=True) if amia else None
+    distill_cfg = settings_from(DistillConfig, {}, distill_settings).model_dump(by_alias=True)
     try:
         report = defend_eval(base, chosen, clients, folder, amia_cfg, distill_cfg)
     except ValueError as exc:
@@ -222,6 +210,6 @@ def bench_defenses(
     unknown = [n for n in names if n not in CASES]
     if unknown:
         raise typer.BadParameter(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
-    figures = {**run_defense_bench(_toml_pairs(run_config), names, clients, repeats),
+    figures = {**run_defense_bench(toml_pairs(run_config), names, clients, repeats),
                "versions": package_versions()}
     emit_figures(figures, json_path)

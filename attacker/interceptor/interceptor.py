@@ -35,7 +35,7 @@ from fednas.run_folder import RunFolder
 from fednas.storage import append_record, read_jsonl
 
 
-def _balanced(groups: list[list[Any]], k: int, n: int) -> list[list[Any]]:
+def balanced_shard(groups: list[list[Any]], k: int, n: int) -> list[list[Any]]:
     """The k-th of n parts of ``groups``, largest first onto the lightest part (deterministic); groups are
     halved while there are fewer groups than parts, so that every part gets work."""
     groups = [list(g) for g in groups if g]
@@ -124,7 +124,7 @@ class Interceptor:
         by_weights: dict[str, list[CaptureRecord]] = {}
         for record in sorted(records, key=lambda r: (r.server_round, r.node_id)):
             by_weights.setdefault(self.attacker.weights_key(record.broadcast_blob), []).append(record)
-        mine = _balanced(list(by_weights.values()), *shard)
+        mine = balanced_shard(list(by_weights.values()), *shard)
         targets = self.targets([r for group in mine for r in group])
         grouped: dict[tuple[Any, ...], list[AttackTarget]] = {}
         for target in targets:

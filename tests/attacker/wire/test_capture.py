@@ -50,14 +50,3 @@ def test_tampered_blob_fails_its_hash(tmp_path):
     save_tensors(store.blobs / f"{rec.reply_blob}.safetensors", {"alpha:a": torch.full((2,), 9.0)},
                  {"sha256": rec.reply_blob})
     assert list(store.captures()) == [] and "does not match" in messages[0]
-
-
-def test_shards_split_the_work_evenly_and_completely():
-    from attacker.interceptor.interceptor import _balanced
-
-    groups = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
-    parts = [_balanced(groups, k, 2) for k in range(2)]
-    flat = sorted(x for part in parts for g in part for x in g)
-    assert flat == list(range(1, 13))
-    one_group = [_balanced([[1, 2, 3, 4, 5]], k, 2) for k in range(2)]
-    assert all(one_group) and sorted(x for p in one_group for g in p for x in g) == [1, 2, 3, 4, 5]

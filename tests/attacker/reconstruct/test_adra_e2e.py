@@ -12,49 +12,26 @@ against a 15-25 dB baseline.)
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attacker.reconstruct.adra import reconstruct_batch
 from attacker.reconstruct.invert import invert_batch
-from attacker.reconstruct.knowledge import PublicKnowledge
 from attacker.reconstruct.settings import AttackSettings
-from attacker.reconstruct.threat import THREAT_MODELS
 from attacker.scoring.metrics import psnr
-from attacker.wire.synthetic import client_capture
 from fednas.data import load_dataset
 from fednas.search import LocalSearchConfig
-from fednas.search_space import SupernetSpec
-from fednas.supernet import build_supernet
-
-
-def shrink(x):
-    return F.interpolate(x.float(), size=(8, 8), mode="area").round().to(torch.uint8)
+from tests.helpers import TINY_SPEC, l2_adam, mean_psnr, tiny_problem, tiny_wire_targets
 
 
 @pytest.fixture(scope="module")
 def captured(data_root, mnist_or_digits):
     data = load_dataset(mnist_or_digits, str(data_root))
-    spec = SupernetSpec(image_size=8, stem_stride=1, channels=4, cells=3, nodes=2, alpha_sharing="per-cell")
-    assert spec.alpha_count() > 8 * 8
-    model = build_supernet(spec, (0.13,), (0.3,), torch.Generator().manual_seed(0))
-    public = PublicKnowledge(spec, (0.13,), (0.3,), shrink(data.train_images[:2000]).float() / 255,
-                             data.train_labels[:2000], 0)
+    assert TINY_SPEC.alpha_count() > 8 * 8
+    model, public = tiny_problem(data)
     search = LocalSearchConfig(theta_steps=1, theta_batch_size=1, search_order="alpha-first")
-    targets, truth = [], []
-    for i in range(4):
-        x, y = shrink(data.test_images[i:i + 1]), data.test_labels[i:i + 1]
-        view, _ = client_capture(model, x, y, search, f"c{i}", theta_data=(x, y))
-        targets.append(THREAT_MODELS.get("wire")(view, public, {}))
-        truth.append(x.float() / 255)
-    settings = AttackSettings(attack_prior="pixel", attack_init="class-mean", attack_tv=0.0, attack_objective="l2",
-                              attack_optimizer="adam", attack_lr=0.1, attack_iterations=250, attack_restarts=1)
-    adra = reconstruct_batch(targets, public, settings, None, torch.Generator().manual_seed(0))
+    targets, truth = tiny_wire_targets(model, public, data, 4, search, with_theta=True)
+    adra = reconstruct_batch(targets, public, l2_adam(250), None, torch.Generator().manual_seed(0))
     labels = [int(data.test_labels[i]) for i in range(4)]
     return targets, truth, public, adra, labels
-
-
-def mean_psnr(recons, truth):
-    return torch.tensor([float(psnr(r.images, t)[0]) for r, t in zip(recons, truth)])
 
 
 def baseline_psnr(recons, truth, public):
