@@ -15,6 +15,7 @@ an undefended client see the same batches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,7 +43,7 @@ class L2Alpha:
     weight: float
 
     def penalty(self, alphas: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.weight * sum((a * a).sum() for a in alphas)
+        return self.weight * functools.reduce(torch.add, [(a * a).sum() for a in alphas])
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class DPSGDAlpha:
     @staticmethod
     def per_sample_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
         """Every sample's L2 gradient norm over all α groups together: [B]."""
-        return torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+        return torch.sqrt(functools.reduce(torch.add, [g.flatten(1).pow(2).sum(1) for g in grads.values()]))
 
     def clip_(self, grads: dict[str, torch.Tensor], norms: torch.Tensor) -> None:
         """Scale every sample's gradient to L2 norm ≤ C in place, given its norm before (``per_sample_norms``)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -42,8 +42,8 @@ STUDENT_FILE = "student.safetensors"   # in the run folder's distilled/
 class StudentKind:
     """How to make a fresh student from the teacher, and how to rebuild a saved one from its metadata."""
 
-    make: Callable[[nn.Module, torch.Generator, torch.device], nn.Module]
-    rebuild: Callable[[dict], nn.Module]
+    make: Callable[[SuperNet, torch.Generator, torch.device], nn.Module]
+    rebuild: Callable[[dict[str, Any]], nn.Module]
 
 
 STUDENTS: Registry[StudentKind] = Registry("student kind")
@@ -53,7 +53,8 @@ class DistillConfig(KebabModel):
     """DMP settings; saved with the student."""
 
     seed: int = Field(0, ge=0, description="drives the reference split, the student's init and its batches")
-    student: Annotated[str, registered(STUDENTS)] = Field("searched", description="student kind: searched (teacher's α, fresh θ) or resnet")
+    student: Annotated[str, registered(STUDENTS)] = Field(
+        "searched", description="student kind: searched (teacher's α, fresh θ) or resnet")
     keep_fraction: float = Field(0.25, gt=0, le=1, description="share of the reference set kept: the lowest "
                                                                  "teacher-entropy samples")
     epochs: int = Field(3, ge=1, description="student training epochs")
@@ -97,7 +98,7 @@ class Distilled:
     targets: torch.Tensor       # the teacher's soft labels for them
 
 
-def distill(teacher: nn.Module, reference: ImageSet, cfg: DistillConfig, generator: torch.Generator,
+def distill(teacher: SuperNet, reference: ImageSet, cfg: DistillConfig, generator: torch.Generator,
             device: torch.device, progress: Callable[[int, int], None] = lambda done, total: None,
             on_batch: Callable[[np.ndarray, torch.Tensor], None] = lambda ids, targets: None) -> Distilled:
     """Train a student on the teacher's soft labels of the low-entropy part of ``reference``.
@@ -135,27 +136,25 @@ def distill(teacher: nn.Module, reference: ImageSet, cfg: DistillConfig, generat
     return Distilled(student, data.ids.copy(), targets)
 
 
-def _normalisation(model: nn.Module) -> tuple[list[float], list[float]]:
-    return model.input_mean.flatten().tolist(), model.input_std.flatten().tolist()  # type: ignore[union-attr]
+def _normalisation(model: SuperNet) -> tuple[list[float], list[float]]:
+    return model.input_mean.flatten().tolist(), model.input_std.flatten().tolist()
 
 
-def student_meta(student: nn.Module, kind: str, teacher: nn.Module) -> dict:
+def student_meta(student: nn.Module, kind: str, teacher: SuperNet) -> dict[str, Any]:
     """What :func:`rebuild_student` needs, as JSON."""
     mean, std = _normalisation(teacher)
-    return {"student": kind, "spec": teacher.spec.model_dump(mode="json"), "mean": mean, "std": std}  # type: ignore[union-attr]
+    return {"student": kind, "spec": teacher.spec.model_dump(mode="json"), "mean": mean, "std": std}
 
 
-def rebuild_student(meta: dict, state: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
+def rebuild_student(meta: dict[str, Any], state: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
     """A saved student, ready to answer queries (eval mode)."""
     model = STUDENTS.get(meta["student"]).rebuild(meta)
     model.load_state_dict(state)
     return model.to(device).eval()
 
 
-def _make_searched(teacher: nn.Module, generator: torch.Generator, device: torch.device) -> nn.Module:
+def _make_searched(teacher: SuperNet, generator: torch.Generator, device: torch.device) -> nn.Module:
     """The teacher's searched architecture (its α, frozen) with freshly initialised weights."""
-    if not isinstance(teacher, SuperNet):
-        raise TypeError("student 'searched' needs a supernet teacher; use student = resnet")
     mean, std = _normalisation(teacher)
     student = build_supernet(teacher.spec, mean, std, generator, device)
     with torch.no_grad():
@@ -165,16 +164,16 @@ def _make_searched(teacher: nn.Module, generator: torch.Generator, device: torch
     return student
 
 
-def _rebuild_searched(meta: dict) -> nn.Module:
+def _rebuild_searched(meta: dict[str, Any]) -> nn.Module:
     return SuperNet(SupernetSpec.model_validate(meta["spec"]), meta["mean"], meta["std"])
 
 
-def _rebuild_resnet(meta: dict) -> nn.Module:
+def _rebuild_resnet(meta: dict[str, Any]) -> nn.Module:
     spec = meta["spec"]
     return ResNet(8, spec["in_channels"], spec["num_classes"], meta["mean"], meta["std"])
 
 
-def _make_resnet(teacher: nn.Module, generator: torch.Generator, device: torch.device) -> nn.Module:
+def _make_resnet(teacher: SuperNet, generator: torch.Generator, device: torch.device) -> nn.Module:
     """A ResNet-8 with the teacher's input normalisation."""
     with seeded_init(generator):
         return _rebuild_resnet(student_meta(teacher, "resnet", teacher)).to(device)
@@ -188,7 +187,7 @@ def student_path(run_dir: Path) -> Path:
     return RunFolder(run_dir).distilled / STUDENT_FILE
 
 
-def load_student(run_dir: Path, device: torch.device) -> tuple[nn.Module, dict]:
+def load_student(run_dir: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """The DMP student that ``archleak distill`` saved in ``run_dir`` (eval mode), and its metadata."""
     path = student_path(run_dir)
     if not path.exists():

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from flwr.app import Context, Message
 from flwr.client.mod import secaggplus_mod
-from flwr.client.mod.secure_aggregation.secaggplus_mod import RECORD_KEY_CONFIGS
 from flwr.common import (
     Code,
     FitRes,
@@ -37,6 +36,7 @@ from flwr.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.strategy import FedAvg
@@ -86,7 +86,8 @@ def is_legacy_fit(msg: Message) -> bool:
     return LEGACY_PARAMETERS in msg.content.array_records
 
 
-def secagg_stage_mod(msg: Message) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message] | None:
+def secagg_stage_mod(msg: Message
+                     ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message] | None:
     """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ stage (setup, key sharing, masking, unmasking)."""
     return secaggplus_mod if RECORD_KEY_CONFIGS in msg.content.config_records else None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fednas.run_folder import RunFolder
 from fednas.storage import atomic_write_json
@@ -44,6 +45,6 @@ def read_alpha_batches(run_dir: Path, server_round: int, node_id: int,
     return [list(b) for b in record[key]] if key in record else None
 
 
-def read_all_alpha_batches(run_dir: Path) -> list[dict]:
+def read_all_alpha_batches(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of the log (for membership ground truth): round, node, partition, batches."""
     return [json.loads(p.read_text()) for p in sorted(_folder(run_dir).glob("r*-n*.json"))]

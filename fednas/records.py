@@ -1,11 +1,13 @@
-"""Conversions between Flower records and the core's tensors and dicts (the only Flower glue besides the apps).
+"""Conversions between Flower records and the federation's tensors and dicts (with ``strategy.py``, the only
+Flower glue in fednas; the apps in ``app/`` do the rest).
 
 Wire format of the model state: α tensors travel under their own names (``alpha:<group>``); every float32 θ
 tensor is concatenated into one flat array whose name carries its layout: ``theta:*packed:<layout>``, the
 names and shapes as JSON, zlib-compressed and base64url-encoded. Every array on the wire is then a float array
-that Flower's update-level mods and strategy wrappers (clipping, noise) may treat as numbers. Flower moves each array as its own content-addressed objects, one HTTP
-request each in deployment, so a supernet's hundreds of small θ tensors would cost hundreds of round trips per
-message; packed, a message is a handful of objects. Anything else (other dtypes) travels unpacked.
+that Flower's update-level mods and strategy wrappers (clipping, noise) may treat as numbers. Flower moves each
+array as its own content-addressed objects, one HTTP request each in deployment, so a supernet's hundreds of
+small θ tensors would cost hundreds of round trips per message; packed, a message is a handful of objects.
+Anything else (other dtypes) travels unpacked.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import json
 import zlib
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,13 +25,17 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 PACKED = "theta:*packed:"
 
 
-def _layout_key(layout: list) -> str:
+Layout = list[list[Any]]   # [[name, shape], ...]
+
+
+def _layout_key(layout: Layout) -> str:
     return PACKED + base64.urlsafe_b64encode(zlib.compress(json.dumps(layout).encode(), 9)).decode()
 
 
-def _layout_of(key: str) -> list:
+def _layout_of(key: str) -> Layout:
     try:
-        return json.loads(zlib.decompress(base64.urlsafe_b64decode(key[len(PACKED):])))
+        layout: Layout = json.loads(zlib.decompress(base64.urlsafe_b64decode(key[len(PACKED):])))
+        return layout
     except (ValueError, zlib.error) as exc:
         raise ValueError(f"the packed θ array's name does not hold a readable layout: {exc}") from None
 
@@ -74,5 +81,5 @@ def to_metric_record(metrics: Mapping[str, float]) -> MetricRecord:
     return MetricRecord({k: float(v) for k, v in metrics.items()})
 
 
-def to_config_record(config: Mapping[str, object]) -> ConfigRecord:
+def to_config_record(config: Mapping[str, Any]) -> ConfigRecord:
     return ConfigRecord(dict(config))

@@ -31,6 +31,9 @@ class _Block(nn.Module):
 class ResNet(nn.Module):
     """CIFAR-style ResNet of depth 6n + 2 (8, 14, 20, ...) with input normalisation built in."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, depth: int, in_channels: int, num_classes: int, mean: Sequence[float],
                  std: Sequence[float]) -> None:
         super().__init__()
@@ -50,4 +53,5 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.layers(self.stem((x - self.mean) / self.std))
-        return self.head(h.mean((2, 3)))
+        logits: torch.Tensor = self.head(h.mean((2, 3)))
+        return logits

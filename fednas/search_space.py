@@ -15,7 +15,7 @@ With ``alpha_sharing="per-cell"`` every cell owns its α, so the count is ``cell
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -148,7 +148,7 @@ class CellGenotype:
     edges: tuple[tuple[str, int], ...]
     concat: tuple[int, ...]
 
-    def to_dict(self) -> dict[str, list]:
+    def to_dict(self) -> dict[str, list[Any]]:
         return {"edges": [list(e) for e in self.edges], "concat": list(self.concat)}
 
 
@@ -164,7 +164,7 @@ class Genotype:
                 return cell
         raise ValueError(f"unknown α group {group!r}; known: {', '.join(n for n, _ in self.groups)}")
 
-    def to_dict(self) -> dict[str, dict[str, list]]:
+    def to_dict(self) -> dict[str, dict[str, list[Any]]]:
         return {name: cell.to_dict() for name, cell in self.groups}
 
     def __str__(self) -> str:

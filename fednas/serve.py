@@ -59,7 +59,8 @@ def encode_npy(array: np.ndarray) -> bytes:
 
 def decode_npy(data: bytes) -> np.ndarray:
     """An array from .npy bytes; never unpickles (object arrays are refused)."""
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return array
 
 
 @dataclass
@@ -104,7 +105,7 @@ class PredictionServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -25,6 +25,16 @@ from fednas.seeds import SAMPLING_STREAM, derive_seed
 DROPPED_METRICS = ("num-examples", "partition-id")
 
 
+def _numbers(record: MetricRecord) -> dict[str, float]:
+    """A client's metrics as floats (every metric the clients send is a number)."""
+    out = {}
+    for key, value in record.items():
+        if not isinstance(value, (int, float)):
+            raise TypeError(f"metric {key!r} is {type(value).__name__}, expected a number")
+        out[key] = float(value)
+    return out
+
+
 class FedDartsAvg(FedAvg):
     """Averages θ and α (one ArrayRecord) weighted by ``num-examples``."""
 
@@ -68,11 +78,13 @@ class FedDartsAvg(FedAvg):
         if not valid:
             self.last_metrics, self.last_clients, self.last_client_metrics = {}, 0, []
             return None, None
-        contents = sorted((m.content for m in valid), key=lambda c: float(c["metrics"]["partition-id"]))
-        weights = [float(c["metrics"]["num-examples"]) for c in contents]
-        states = [from_array_record(c[self.arrayrecord_key]) for c in contents]
-        metrics = {k: sum(float(c["metrics"][k]) * w for c, w in zip(contents, weights, strict=True))
-                   / sum(weights) for k in contents[0]["metrics"] if k not in DROPPED_METRICS}
+        rows = [(_numbers(m.content.metric_records["metrics"]), m.content.array_records[self.arrayrecord_key])
+                for m in valid]
+        rows.sort(key=lambda row: row[0]["partition-id"])       # partition order: arrival order must not matter
+        weights = [m["num-examples"] for m, _ in rows]
+        states = [from_array_record(arrays) for _, arrays in rows]
+        metrics = {k: sum(m[k] * w for (m, _), w in zip(rows, weights, strict=True))
+                   / sum(weights) for k in rows[0][0] if k not in DROPPED_METRICS}
         self.last_metrics, self.last_clients = metrics, len(valid)
-        self.last_client_metrics = [{k: float(v) for k, v in c["metrics"].items()} for c in contents]
+        self.last_client_metrics = [m for m, _ in rows]
         return to_array_record(aggregate(states, weights)), to_metric_record(metrics)

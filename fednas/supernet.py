@@ -31,7 +31,7 @@ class MixedOp(nn.Module):
         """``weights`` is [ops] (one architecture) or [N, ops] (one architecture per sample)."""
         if weights.ndim == 2:
             weights = weights.t().reshape(weights.shape[1], -1, 1, 1, 1)
-        out = weights[self.active[0]] * self.ops[self.active[0]](x)
+        out: torch.Tensor = weights[self.active[0]] * self.ops[self.active[0]](x)
         for i in self.active[1:]:
             out = out + weights[i] * self.ops[i](x)
         return out
@@ -71,6 +71,9 @@ class SearchCell(nn.Module):
 class SuperNet(nn.Module):
     """Stem, ``spec.cells`` search cells, global pooling and a linear classifier."""
 
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
     def __init__(self, spec: SupernetSpec, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != spec.in_channels or len(std) != spec.in_channels:
@@ -109,7 +112,8 @@ class SuperNet(nn.Module):
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, weights[self.spec.alpha_group(i)])
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1)
-        return self.classifier(out)
+        logits: torch.Tensor = self.classifier(out)
+        return logits
 
     def alpha_parameters(self) -> list[nn.Parameter]:
         return list(self.alphas.values())

@@ -16,6 +16,7 @@ from fednas.data import ImageData, load_dataset
 from fednas.federation import choose_data, make_model
 from fednas.run_folder import RunFolder, RunNotFound
 from fednas.state import import_state, split_state
+from fednas.supernet import SuperNet
 
 
 def describe_target(run_dir: Path, data_root: str = "") -> tuple[RunConfig, ImageData, dict[str, Any]]:
@@ -35,7 +36,7 @@ def describe_target(run_dir: Path, data_root: str = "") -> tuple[RunConfig, Imag
 
 
 def load_global_model(run_dir: Path, device: torch.device, data_root: str = ""
-                      ) -> tuple[torch.nn.Module, dict[str, Any]]:
+                      ) -> tuple[SuperNet, dict[str, Any]]:
     """The global model a federated search left in ``run_dir`` (the supernet with its final α and θ), and its
     public description.
 

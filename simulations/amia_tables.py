@@ -91,8 +91,8 @@ def run_scenario(name: str, out: Path, *, run_dir: Path | None, base_run: Mappin
         cfg = amia.model_copy(update={k.replace("-", "_"): v for k, v in column.amia.items()})
         cfg = AmiaConfig.model_validate(cfg.model_dump())
         log(f"archleak: {name} {column.label}: AMIA ({cfg.shadow} shadow, η={cfg.eta:g})")
-        result = evaluate_run(target, cfg, load_target(target, torch.device(cfg.device), data_root), data_root=data_root,
-                              progress=progress, log=log)
+        box = load_target(target, torch.device(cfg.device), data_root)
+        result = evaluate_run(target, cfg, box, data_root=data_root, progress=progress, log=log)
         folder = out / column.label.replace("=", "").replace(" ", "-").replace("η", "eta")
         records.append({"column": column.label, "run_dir": str(target), **write_report(result, folder)})
         rows.append(_row(name, column, result, time.perf_counter() - tick))

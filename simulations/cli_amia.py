@@ -19,22 +19,27 @@ def amia_config(shadow: str, shadows: int, eta: float, seed: int, settings: list
 
 def amia(
     run: Annotated[Path, typer.Option(help="the run folder of a finished federated search")],
-    shadow: Annotated[str, typer.Option(help="shadow kind: fixed (ResNet) or searchable (DARTS on shadow data)")] = "fixed",
+    shadow: Annotated[str, typer.Option(help="shadow kind: fixed (ResNet) or searchable (DARTS on shadow data)")
+                      ] = "fixed",
     shadows: Annotated[int, typer.Option(help="number of shadow models")] = 1,
-    eta: Annotated[float, typer.Option(help="share of the attacker's data from the target's distribution, (0, 1]")] = 1.0,
+    eta: Annotated[float, typer.Option(help="share of the attacker's data from the target's distribution, (0, 1]")
+                   ] = 1.0,
     seed: Annotated[int, typer.Option(help="the AMIA seed")] = 0,
     url: Annotated[str, typer.Option(help="query this prediction service (archleak serve) instead of loading the "
                                           "model in process")] = "",
     model: Annotated[str, typer.Option(help="in process: global (the searched model) or student (DMP)")] = "global",
-    members: Annotated[str, typer.Option(help="member kinds, comma list of alpha, alpha-used, theta (default: all)")] = "",
+    members: Annotated[str, typer.Option(help="member kinds, comma list of alpha, alpha-used, theta (default: all)")
+                       ] = "",
     clients: Annotated[str, typer.Option(help="partition ids whose data are the members (default: all)")] = "",
     num_clients: Annotated[int, typer.Option(help="clients of the run, when its evaluation log does not say")] = 0,
-    out: Annotated[Path | None, typer.Option(help="output folder (default: <run>/amia/<shadow>-eta<η>-seed<seed>)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: <run>/amia/<shadow>-eta<η>-seed<seed>)")
+                   ] = None,
     data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
     settings: Annotated[list[str], typer.Option("--set", help="AMIA key=value, e.g. shadow-epochs=20")] = [],  # noqa: B006
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Architectural membership inference against a run's global model; writes amia.md/.csv/.json, roc.png, scores.npz."""
+    """Architectural membership inference against a run's global model; writes amia.md/.csv/.json, roc.png and
+    scores.npz."""
     import torch
 
     from attacker.membership.evaluate import evaluate_run
@@ -66,7 +71,8 @@ def serve(
     port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8080,
     data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
-    model: Annotated[str, typer.Option(help="global (the searched model) or student (after archleak distill)")] = "global",
+    model: Annotated[str, typer.Option(help="global (the searched model) or student (after archleak distill)")
+                     ] = "global",
 ) -> None:
     """Serve the run's global model as a prediction API (GET /v1/info, POST /v1/predict) until Ctrl-C."""
     import torch
@@ -110,7 +116,8 @@ def bench_amia(
 def amia_scenario(
     name: Annotated[str, typer.Argument(help="table3 (network scale), table4 (fixed vs searchable shadow), "
                                              "table5 (η sweep)")],
-    run: Annotated[Path | None, typer.Option(help="attack this run (table4, table5); default: search one first")] = None,
+    run: Annotated[Path | None, typer.Option(help="attack this run (table4, table5); default: search one first")
+                   ] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("amia-scenarios"),
     clients: Annotated[int, typer.Option(help="clients of the searches this scenario runs")] = 2,
     columns: Annotated[str, typer.Option(help="only these columns, comma list (e.g. 'P=32,P=64')")] = "",
@@ -121,7 +128,8 @@ def amia_scenario(
     settings: Annotated[list[str], typer.Option("--set", help="AMIA key=value")] = [],  # noqa: B006
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """One of the paper's AMIA tables (3–5) as a scenario; writes <name>.md/.csv/.json and one AMIA folder per column."""
+    """One of the paper's AMIA tables (3–5) as a scenario; writes <name>.md/.csv/.json and one AMIA folder per
+    column."""
     from app.config import parse_app
     from fednas.config import resolve_user_path
     from fednas.schema import ConfigError

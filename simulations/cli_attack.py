@@ -20,7 +20,8 @@ def reconstruct(
     settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Attack the stored captures of a run offline; writes reconstructions/<threat-model>/ (PNG grids, metrics, index.html)."""
+    """Attack the stored captures of a run offline; writes reconstructions/<threat-model>/ (PNG grids, metrics,
+    index.html)."""
     from tqdm import tqdm
 
     from attacker.interceptor.interceptor import Interceptor
@@ -49,7 +50,8 @@ def reconstruct(
 
 
 def bench_adra(
-    threat: Annotated[str, typer.Option(help="architecture-only, wire, or both (comma list)")] = "architecture-only,wire",
+    threat: Annotated[str, typer.Option(help="architecture-only, wire, or both (comma list)")
+                      ] = "architecture-only,wire",
     attack: Annotated[str, typer.Option(help="adra (Δα), theta (Δθ), joint: comma list")] = "adra",
     batch_size: Annotated[str, typer.Option(help="B values, comma list")] = "1",
     activation: Annotated[str, typer.Option(help="activations, comma list")] = "elu",

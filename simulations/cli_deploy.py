@@ -43,7 +43,8 @@ def run_proxy(listen: str, upstream: str, captures: Path, settings: InterceptorC
 
 
 def intercept(
-    listen: Annotated[str, typer.Option(help="HOST:PORT the SuperNodes connect to (host defaults to 127.0.0.1)")] = "127.0.0.1:9099",
+    listen: Annotated[str, typer.Option(help="HOST:PORT the SuperNodes connect to (host defaults to 127.0.0.1)")
+                      ] = "127.0.0.1:9099",
     upstream: Annotated[str, typer.Option(help="the SuperLink's HOST:PORT (its Fleet HTTP API)")] = "127.0.0.1:8000",
     captures: Annotated[str, typer.Option(help="folder for <run-id>/captures, reconstructions and gallery "
                                                "(relative: under $ARCHLEAK_HOME, else ~/archleak)")] = "intercepted",
@@ -66,7 +67,8 @@ def intercept(
 def deploy_local(
     clients: Annotated[int, typer.Option(help="SuperNodes (one partition each)")] = 2,
     rounds: Annotated[int, typer.Option(help="federated rounds")] = 2,
-    tls: Annotated[bool, typer.Option(help="TLS between SuperNodes and SuperLink (self-signed CA in <workdir>/certs)")] = False,
+    tls: Annotated[bool, typer.Option(help="TLS between SuperNodes and SuperLink (self-signed CA in <workdir>/certs)")
+                   ] = False,
     interceptor: Annotated[bool, typer.Option(help="put the on-path proxy between SuperNodes and SuperLink")] = True,
     attack: Annotated[str, typer.Option(help="the proxy's mode: capture, live or after-run")] = "after-run",
     threat_model: Annotated[str, typer.Option(help="architecture-only or wire")] = "wire",

@@ -113,7 +113,8 @@ class LocalDeployment:
         link, proxy, *nodes = free_ports(2 + plan.clients)
         self.ports = {"superlink": link, "proxy": proxy, "supernodes": nodes}
         bindir = str(Path(sys.executable).parent)   # flower-superlink starts flower-superexec from PATH
-        self.env = {**os.environ, "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]), "FLWR_HOME": str(self.work / "flwr-home"), "PYTHONUNBUFFERED": "1",
+        self.env = {**os.environ, "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
+                    "FLWR_HOME": str(self.work / "flwr-home"), "PYTHONUNBUFFERED": "1",
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "OMP_NUM_THREADS": "1"}
         self.certs = generate_certificates(self.work / "certs") if plan.tls else {}
 

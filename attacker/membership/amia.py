@@ -63,7 +63,8 @@ class AmiaConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     seed: int = Field(0, ge=0, description="drives the population split, shadows, attack model and query sampling")
-    shadow: Annotated[str, registered(SHADOWS)] = Field("fixed", description="shadow kind: 'fixed' (ResNet) or 'searchable' (DARTS on shadow data)")
+    shadow: Annotated[str, registered(SHADOWS)] = Field(
+        "fixed", description="shadow kind: 'fixed' (ResNet) or 'searchable' (DARTS on shadow data)")
     shadows: int = Field(1, ge=1, description="number of shadow models (the paper uses one)")
     eta: float = Field(1.0, description="share of the attacker's data from the target's distribution, in (0, 1]")
     eta_dataset: str = Field("", description="dataset of the (1 − η) share; empty: the usual pair "
@@ -73,7 +74,8 @@ class AmiaConfig(BaseModel):
     shadow_batch_size: int = Field(32, ge=1, description="shadow batch size")
     shadow_lr: float = Field(0.05, gt=0, description="shadow learning rate (SGD, momentum 0.9, cosine decay)")
     resnet_depth: int = Field(8, ge=8, description="depth of the fixed shadow ResNet: 6n + 2")
-    features: Annotated[str, registered(FEATURES)] = Field("sorted-log+label", description="attack input: sorted (the paper), sorted-log, "
+    features: Annotated[str, registered(FEATURES)] = Field(
+        "sorted-log+label", description="attack input: sorted (the paper), sorted-log, "
                                                          "sorted-log+label")
     top_k: int = Field(0, ge=0, description="keep the k largest posteriors (0: all)")
     attack_hidden: int = Field(64, ge=1, description="hidden width of the 3-layer attack MLP")

@@ -1,9 +1,10 @@
 """ADRA: reconstruct a client's α-batch from its architecture update, many captures in one optimisation.
 
-The objective is assembled from pure pieces (:mod:`attacker.reconstruct.objectives`, :mod:`attacker.reconstruct.update`); this
-module only runs the loop. Captures that share weights (all of them under ``architecture-only``, one
-round's under ``wire``) are optimised together, restarts included, as one batch; callbacks see every
-iteration. Inputs are threat-model targets and public knowledge only: no ground truth.
+The objective is assembled from pure pieces (:mod:`attacker.reconstruct.objectives`,
+:mod:`attacker.reconstruct.update`); the optimisation is the shared loop (:mod:`attacker.reconstruct.loop`).
+Captures that share weights (all of them under ``architecture-only``, one round's under ``wire``) are optimised
+together, restarts included, as one batch; callbacks see every iteration. Inputs are threat-model targets
+and public knowledge only: no ground truth.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ recoverable from a sum, so they are laid out class by class.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -54,8 +55,8 @@ def _unclipped(theta0: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Ten
     """One step and a full update whose gradient part is shorter than the clip norm: s = 1 exactly."""
     if rule.steps != 1 or rule.clip <= 0:
         return rule.clip <= 0
-    norm = torch.sqrt(sum(((-delta[k].double() / rule.lr - rule.weight_decay * theta0[k].double()) ** 2).sum()
-                          for k in delta))
+    norm = torch.sqrt(functools.reduce(torch.add, [
+        ((-delta[k].double() / rule.lr - rule.weight_decay * theta0[k].double()) ** 2).sum() for k in delta]))
     return bool(norm < rule.clip * UNCLIPPED)
 
 
@@ -92,7 +93,7 @@ def _absent_scale(g: np.ndarray, p: np.ndarray, c_sum: float, absent: np.ndarray
 
 def _largest_remainders(exact: np.ndarray, total: int) -> np.ndarray:
     exact = exact * (total / exact.sum()) if exact.sum() > 0 else np.full(len(exact), total / len(exact))
-    counts = np.floor(exact).astype(int)
+    counts: np.ndarray = np.floor(exact).astype(int)
     for k in np.argsort(-(exact - counts))[: total - counts.sum()]:
         counts[k] += 1
     return counts

@@ -46,7 +46,7 @@ from attacker.reconstruct.update import flatten
 
 def _check(targets: Sequence[AttackTarget], settings: AttackSettings, joint: bool) -> Schedule:
     first = targets[0]
-    if first.theta_delta is None or first.schedule is None:
+    if any(t.theta_delta is None for t in targets) or first.schedule is None:
         raise NotApplicable(f"{first.capture_id}: no Δθ on the wire (share-weights = false, or an α-only "
                             f"threat model)")
     if any(t.theta_key != first.theta_key or t.schedule != first.schedule for t in targets):
@@ -100,7 +100,8 @@ def invert_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, setti
     params = ImageParams(initial_images(stage.init, flat_labels, public, shape, generator),
                          prior if stage.prior == "learned" else None)
     soft = F.one_hot(flat_labels, classes).float().view(rows.count, per_row, classes)
-    obs_theta = rows.repeat(torch.cat([torch.stack([t.theta_delta[k] for t in targets]).flatten(1) for k in names], 1))
+    deltas = [t.theta_delta for t in targets if t.theta_delta is not None]      # all of them (_check)
+    obs_theta = rows.repeat(torch.cat([torch.stack([d[k] for d in deltas]).flatten(1) for k in names], 1))
     obs_alpha = rows.repeat(flatten({g: alpha1[g] - alpha0[g] for g in groups}, groups))
     a0_rows = {g: rows.repeat(a) for g, a in alpha0.items()}
     known_rows = None if known is None else {g: rows.repeat(k) for g, k in known.items()}

@@ -19,11 +19,10 @@ from scipy.optimize import nnls
 
 from attacker.reconstruct.knowledge import PublicKnowledge
 from attacker.reconstruct.threat import UpdateRule
-from attacker.reconstruct.update import flatten, predicted_update
-from fednas.supernet import SuperNet
+from attacker.reconstruct.update import AlphaModel, flatten, predicted_update
 
 
-def class_templates(model: SuperNet, alpha_before: Mapping[str, torch.Tensor], public: PublicKnowledge,
+def class_templates(model: AlphaModel, alpha_before: Mapping[str, torch.Tensor], public: PublicKnowledge,
                     rule: UpdateRule, per_class: int = 4) -> torch.Tensor:
     """[C, classes, P]: mean single-image update per class, under each capture's α (no graph kept).
 

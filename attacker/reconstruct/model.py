@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,8 @@ def attack_model(spec: SupernetSpec, mean: Sequence[float], std: Sequence[float]
                  fast: bool = True) -> SuperNet | FastSuperNet:
     """A frozen supernet with the given θ (``theta:``-prefixed or bare state_dict names).
 
-    ``fast`` selects :class:`attacker.reconstruct.fast.fastnet.FastSuperNet`: the same function, cheaper double backward.
+    ``fast`` selects :class:`attacker.reconstruct.fast.fastnet.FastSuperNet`: the same function, a cheaper
+    double backward.
     """
     model = SuperNet(spec, mean, std)
     state = {k if k.startswith(THETA_PREFIX) else THETA_PREFIX + k: v for k, v in theta.items()}
@@ -54,7 +56,10 @@ class DenseDepthwise(nn.Conv2d):
         return F.conv2d(x, self.weight * eye, self.bias, self.stride, self.padding, self.dilation, 1)
 
 
-def dense_depthwise(model: nn.Module) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def dense_depthwise(model: ModuleT) -> ModuleT:
     """Swap every depthwise convolution of ``model`` for :class:`DenseDepthwise`, in place."""
     for module in model.modules():
         if (type(module) is nn.Conv2d and module.groups > 1
@@ -73,4 +78,5 @@ def theta_model(spec: SupernetSpec, mean: Sequence[float], std: Sequence[float],
     model = dense_depthwise(SuperNet(spec, mean, std)).to(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.train()
+    model.train()
+    return model

@@ -28,7 +28,8 @@ def l2(pred: torch.Tensor, obs: torch.Tensor, scale: torch.Tensor | None = None)
 def cosine(pred: torch.Tensor, obs: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
     """1 − cos(Δα', Δα): insensitive to the update's scale (learning rate, batch averaging)."""
     dot = (pred * obs).sum(-1)
-    return 1.0 - dot / (pred.norm(dim=-1) * obs.norm(dim=-1) + EPS)
+    loss: torch.Tensor = 1.0 - dot / (pred.norm(dim=-1) * obs.norm(dim=-1) + EPS)
+    return loss
 
 
 @OBJECTIVES.register("whitened-l2")

@@ -75,7 +75,8 @@ class AttackSettings(KebabModel):
                                                            "(as attack-objective)")
     inversion_prior: Prior = Field("pixel", description="θ/joint attacks: image parametrisation")
     inversion_init: Init = Field(
-        "class-mean", description="θ/joint attacks: dummy-image start (class-mean: of the analytically recovered label)")
+        "class-mean",
+        description="θ/joint attacks: dummy-image start (class-mean: of the analytically recovered label)")
     inversion_optimizer: Optimizer = Field(
         "lbfgs", description="θ/joint attacks: optimizer (L-BFGS: PSNR 27 dB after 60 evaluations on MNIST where Adam "
                              "reached 16 dB after 100 steps)")

@@ -18,6 +18,7 @@ step precedes the θ steps, e.g. one α step in the default interleaved order).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import torch
@@ -40,7 +41,7 @@ def _loss(model: SuperNet, theta: Tensors, alphas: Tensors, images: torch.Tensor
 def _theta_step(theta: Tensors, g: Tensors, buf: Tensors, rule: ThetaRule) -> tuple[Tensors, Tensors]:
     """torch's clip_grad_norm_ then SGD(momentum, weight_decay), as functions."""
     if rule.clip > 0:
-        norm = torch.sqrt(sum((v * v).sum() for v in g.values()))
+        norm = torch.sqrt(functools.reduce(torch.add, [(v * v).sum() for v in g.values()]))
         coef = torch.clamp(rule.clip / (norm + CLIP_EPS), max=1.0)
         g = {k: v * coef for k, v in g.items()}
     d = {k: g[k] + rule.weight_decay * theta[k] for k in theta}
@@ -56,7 +57,8 @@ def simulate_one(model: SuperNet, schedule: Schedule, theta0: Tensors, alpha0: T
 
     ``known_alphas`` ({group: [θ steps, edges, ops]}) gives α at every θ step instead of simulating the α
     steps (then ``alpha_images`` is unused and Δα is returned as zeros)."""
-    theta, alphas, buf = dict(theta0), dict(alpha0), {}
+    theta, alphas = dict(theta0), dict(alpha0)
+    buf: Tensors = {}
     states: dict[str, dict[str, torch.Tensor]] = {g: {} for g in alphas}
     step_fn = UPDATE_STEPS.get(schedule.alpha.optimizer)
     a_rule, t_rule = schedule.alpha, schedule.theta

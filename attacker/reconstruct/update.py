@@ -18,13 +18,13 @@ What is exact and what is approximated:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from attacker.reconstruct.threat import UpdateRule
 from fednas.registry import Registry
-from fednas.supernet import SuperNet
 
 ADAM_BETAS = (0.5, 0.999)
 ADAM_EPS = 1e-8
@@ -32,6 +32,13 @@ ADAM_EPS = 1e-8
 # (α, gradient incl. weight decay, optimizer state, step number from 1, rule) -> new α
 StepFn = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], int, UpdateRule], torch.Tensor]
 UPDATE_STEPS: Registry[StepFn] = Registry("α optimizer")
+
+
+class AlphaModel(Protocol):
+    """A supernet that takes per-sample α: ``model(images, alphas) -> logits`` (the plain SuperNet, or the
+    attack's FastSuperNet: the same function)."""
+
+    def __call__(self, x: torch.Tensor, alphas: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor: ...
 
 
 @UPDATE_STEPS.register("sgd")
@@ -55,7 +62,7 @@ def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch
     return -(soft_labels * F.log_softmax(logits, dim=-1)).sum(-1)
 
 
-def alpha_gradients(model: SuperNet, alphas: Mapping[str, torch.Tensor], images: torch.Tensor,
+def alpha_gradients(model: AlphaModel, alphas: Mapping[str, torch.Tensor], images: torch.Tensor,
                     soft_labels: torch.Tensor, owner: torch.Tensor, batch_size: int,
                     create_graph: bool = True) -> dict[str, torch.Tensor]:
     """Per-capture ∇α of the mean batch loss; ``alphas`` are [C, edges, ops] per group."""
@@ -65,7 +72,7 @@ def alpha_gradients(model: SuperNet, alphas: Mapping[str, torch.Tensor], images:
     return dict(zip(alphas, grads, strict=True))
 
 
-def predicted_update(model: SuperNet, alpha_before: Mapping[str, torch.Tensor], images: torch.Tensor,
+def predicted_update(model: AlphaModel, alpha_before: Mapping[str, torch.Tensor], images: torch.Tensor,
                      soft_labels: torch.Tensor, owner: torch.Tensor, step: torch.Tensor,
                      rule: UpdateRule, create_graph: bool = True) -> dict[str, torch.Tensor]:
     """Δα the client would have sent had it trained on ``images`` (see the module docstring)."""

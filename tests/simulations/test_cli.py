@@ -33,7 +33,8 @@ def test_reconstruct_attacks_stored_captures_offline(tiny_run):
                                  "--set", "attack-restarts=1"])
     assert result.exit_code == 0, result.output
     assert "2 capture(s) to attack under the architecture-only threat model" in result.output
-    assert "SR (identified)" in result.output and (run / "reconstructions" / "architecture-only" / "index.html").exists()
+    assert "SR (identified)" in result.output
+    assert (run / "reconstructions" / "architecture-only" / "index.html").exists()
     # the α-only attacker sees no weights: the θ and joint attacks say so instead of guessing
     assert "theta: not applicable to 2 capture(s)" in result.output and "joint: not applicable" in result.output
     again = runner.invoke(app, ["reconstruct", str(run), "--no-progress", "--threat-model", "architecture-only"])

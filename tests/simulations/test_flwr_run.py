@@ -36,7 +36,8 @@ def test_flwr_run_dot_completes_and_writes_the_run(tmp_path, data_root, mnist_or
     flwr_home = tmp_path / "flwr-home"
     out = tmp_path / "runs"
     bindir = str(Path(sys.executable).parent)      # flwr starts flower-superlink from PATH
-    env = {**os.environ, "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]), "FLWR_HOME": str(flwr_home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    env = {**os.environ, "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]), "FLWR_HOME": str(flwr_home),
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
            "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
     run_config = (f"num-server-rounds=2 dataset='{mnist_or_digits}' data-root='{data_root}' "

@@ -34,6 +34,7 @@ import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -100,31 +101,36 @@ class AvgPool3x3:
         return conv(x) * reciprocal
 
 
+# A supernet building block (nn.Sequential of a known layout, or one of fednas.operations' modules), read here by
+# its layout: ``blocks[k][1].weight`` is the depthwise weight of a DilConv, and so on. Typed loosely on purpose.
+Block = Any
+
+
 class _ELU(torch.autograd.Function):
     """ELU whose backward reads its output rather than its input (``elu'(x) = y + alpha`` where x <= 0), so no
     derivative order evaluates the exponential again (PyTorch's ``F.elu`` backward does)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, alpha: float) -> Tensor:
         y = F.elu(x, alpha)
         ctx.alpha = alpha
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (y,) = ctx.saved_tensors
         return torch.ops.aten.elu_backward(grad, ctx.alpha, 1, 1, True, y), None
 
 
-def _activation(module: nn.Module) -> Callable[[Tensor], Tensor]:
+def _activation(module: Block) -> Callable[[Tensor], Tensor]:
     if type(module) is nn.ELU:
         alpha = module.alpha
         return lambda x: _ELU.apply(x, alpha)
-    return module
+    return cast(Callable[[Tensor], Tensor], module)
 
 
-def _norm(norms: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
+def _norm(norms: Sequence[Block]) -> Callable[[Tensor], Tensor]:
     """The edges' normalisation (BatchNorm without affine, as built by the supernet) on an ``EdgesFn`` output."""
     first = norms[0]
     if not isinstance(first, nn.BatchNorm2d):
@@ -137,7 +143,7 @@ def _norm(norms: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
                                   eps=first.eps)
 
 
-def _separable(blocks: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
+def _separable(blocks: Sequence[Block]) -> Callable[[Tensor], Tensor]:
     """Depthwise then pointwise convolution of every edge's block (``DilConv`` layout: act, dw, pw, norm) on
     the edges' inputs side by side."""
     dw, e = blocks[0][1], len(blocks)
@@ -147,13 +153,13 @@ def _separable(blocks: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
     return lambda x: pointwise(depthwise(x))
 
 
-def _dil_fn(blocks: Sequence[nn.Module]) -> EdgesFn:
+def _dil_fn(blocks: Sequence[Block]) -> EdgesFn:
     """act -> dw -> pw -> norm on every edge."""
     conv, norm = _separable(blocks), _norm([b[3] for b in blocks])
     return lambda s: norm(conv(s.a_edges))
 
 
-def _sep_fn(ops: Sequence[nn.Module]) -> EdgesFn:
+def _sep_fn(ops: Sequence[Block]) -> EdgesFn:
     """Two dil blocks: the first over the shared activated state, the second on each edge's own channels."""
     first = _dil_fn([o[0] for o in ops])
     blocks = [o[1] for o in ops]
@@ -181,7 +187,7 @@ def _reduce_fn(ops: Sequence[FactorizedReduce]) -> EdgesFn:
     return lambda s: norm(conv(s.a))
 
 
-def _edges_fn(ops: Sequence[nn.Module]) -> EdgesFn:
+def _edges_fn(ops: Sequence[Block]) -> EdgesFn:
     """One candidate operation on every edge leaving a state."""
     op = ops[0]
     if isinstance(op, SepConv):
@@ -193,23 +199,23 @@ def _edges_fn(ops: Sequence[nn.Module]) -> EdgesFn:
     if isinstance(op, nn.Identity):
         return lambda s: s.h
     if isinstance(op, nn.Sequential) and isinstance(op[0], nn.AvgPool2d) and not op[0].count_include_pad:
-        pool, norm = AvgPool3x3(int(op[0].stride)), _norm([o[1] for o in ops])
-        return lambda s: norm(pool(s.h))
+        avg, norm = AvgPool3x3(int(cast(int, op[0].stride))), _norm([o[1] for o in ops])
+        return lambda s: norm(avg(s.h))
     if isinstance(op, nn.Sequential) and isinstance(op[0], nn.MaxPool2d):
-        pool, norm = op[0], _norm([o[1] for o in ops])
-        return lambda s: norm(pool(channels_last(s.h)))   # CPU max pooling is 4-9x faster channels-last
+        maxpool, norm = op[0], _norm([o[1] for o in ops])
+        return lambda s: norm(maxpool(channels_last(s.h)))   # CPU max pooling is 4-9x faster channels-last
     return lambda s: torch.cat([o(s.h) for o in ops], dim=1)  # any other registered operation, per edge
 
 
-def _preprocess(module: nn.Module) -> Callable[[Tensor], Tensor]:
+def _preprocess(module: Block) -> Callable[[Tensor], Tensor]:
     """A cell's input preprocessing (act -> 1x1 conv -> norm, or a factorized reduction) on frozen convs."""
     if isinstance(module, ActConvBN):
-        act, conv, norm = _activation(module[0]), FrozenConv(module[1].weight), module[2]
-        return lambda s: norm(conv(act(s)))
+        act, frozen, norm = _activation(module[0]), FrozenConv(cast(Tensor, module[1].weight)), module[2]
+        return lambda s: norm(frozen(act(s)))
     if isinstance(module, FactorizedReduce):
         act, conv, norm = _activation(module.act), _factorized([module]), module.bn
         return lambda s: norm(conv(act(s)))
-    return module
+    return cast(Callable[[Tensor], Tensor], module)
 
 
 class FastSource:
@@ -220,7 +226,7 @@ class FastSource:
         self.targets = list(range(max(0, j - 1), cell.nodes))
         rows = [offsets[i] + j for i in self.targets]
         self.rows = torch.tensor(rows)
-        mixed = [cell.edges[r] for r in rows]
+        mixed: list[Block] = [cell.edges[r] for r in rows]
         self.active = mixed[0].active
         self.ops = [_edges_fn([m.ops[k] for m in mixed]) for k in self.active]
 
@@ -245,7 +251,7 @@ def _mix_per_edge(w: Tensor, terms: Sequence[tuple[int, Tensor]], c: int) -> lis
     [n, E * C, 1, 1] one: dense kernels with long inner loops, in all derivative orders."""
     n, e = w.shape[:2]
     spread = w.repeat_interleave(c, dim=1)   # [n, E * C, ops]
-    total = None
+    total: Tensor | None = None
     for k, y in terms:
         term = spread[..., k].reshape(n, e * c, 1, 1) * y
         total = term if total is None else total + term
@@ -276,7 +282,8 @@ class FastCell:
         for j, source in enumerate(self.sources):
             h = states[j]
             for i, part in zip(source.targets, source(h, self.act, weights), strict=True):
-                pending[i] = part if pending[i] is None else pending[i] + part
+                before = pending[i]
+                pending[i] = part if before is None else before + part
             if j >= 1:  # every edge into node j - 1 has now been added
                 node = pending[j - 1]
                 assert node is not None
@@ -290,8 +297,8 @@ class FastSuperNet(nn.Module):
     def __init__(self, model: SuperNet) -> None:
         super().__init__()
         self.model = model
-        self.cells = [FastCell(c) for c in model.cells]
-        conv = model.stem[0]
+        self.cells = [FastCell(c) for c in cast(Sequence[SearchCell], model.cells)]
+        conv: Block = model.stem[0]
         self.stem_conv = FrozenConv(conv.weight, conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups)
 
     @property
@@ -306,4 +313,5 @@ class FastSuperNet(nn.Module):
         s0 = s1 = model.stem[1:](self.stem_conv((x - model.input_mean) / model.input_std))
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, weights[self.spec.alpha_group(i)])
-        return model.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+        logits: Tensor = model.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+        return logits

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,8 @@ class FrozenConv:
         return self.dilation * (self.weight.shape[-1] - 1)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return _Conv.apply(x, self)
+        out: Tensor = _Conv.apply(x, self)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         return channels_last(F.conv2d(channels_last(x), self.weight, None, self.stride, self.padding, self.dilation,
@@ -91,24 +93,24 @@ class FrozenConv:
 
 
 class _Conv(torch.autograd.Function):
-    # forward(ctx, ...) rather than setup_context: with setup_context, every apply binds default arguments
+    # forward(ctx: Any, ...) rather than setup_context: with setup_context, every apply binds default arguments
     # through inspect.signature (about 30 µs, ~900 applies per evaluation of the attack's double backward)
     @staticmethod
-    def forward(ctx, x: Tensor, conv: FrozenConv) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, conv: FrozenConv) -> Tensor:
         ctx.conv, ctx.size = conv, tuple(x.shape[-2:])
         return conv.forward(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return _ConvT.apply(grad, ctx.conv, ctx.size), None
 
 
 class _ConvT(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, g: Tensor, conv: FrozenConv, size: tuple[int, int]) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, g: Tensor, conv: FrozenConv, size: tuple[int, int]) -> Tensor:
         ctx.conv = conv
         return conv.transpose(g, size)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         return _Conv.apply(grad, ctx.conv), None, None

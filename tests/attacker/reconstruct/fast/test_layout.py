@@ -25,7 +25,8 @@ def test_cat_and_split_match_torch_to_second_order():
         assert p.is_contiguous(memory_format=CL)
     assert torch.autograd.gradcheck(lambda x, y: cat_channels([x, y]) ** 2, (a, b))
     assert torch.autograd.gradgradcheck(lambda x, y: cat_channels([x, y]) ** 2, (a, b))
-    assert torch.autograd.gradgradcheck(lambda x: [p ** 2 for p in split_channels(x, [2, 1, 2])], (out.detach().requires_grad_(),))
+    assert torch.autograd.gradgradcheck(lambda x: [p ** 2 for p in split_channels(x, [2, 1, 2])],
+                                        (out.detach().requires_grad_(),))
 
 
 def test_shift_matches_padded_slice_to_second_order():
