@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from fednas.batches import BatchSampler, ImageSet
+from fednas.fastnet import frozen_weights, search_net
 from fednas.registry import Registry
 from fednas.schema import KebabModel
 from fednas.supernet import SuperNet
@@ -56,6 +57,9 @@ class LocalSearchConfig(KebabModel):
     alpha_lr: float = Field(-1.0, description="α learning rate; -1: the optimizer's preset (sgd 0.1, adam 3e-4)")
     alpha_weight_decay: float = Field(
         -1.0, description="α weight decay; -1: the optimizer's preset (sgd 0, adam 1e-3)")
+    fast_search: bool = Field(True, description="fast path: edges leaving a state evaluated together, channels-last, "
+                                                "dilated convolutions without a dilated kernel (the same function, "
+                                                "tested to 1e-5; false: the plain supernet)")
     search_order: SearchOrder = Field(
         "interleaved", description="'interleaved' (DARTS: α then θ, spread evenly), 'alpha-first', 'theta-first'")
 
@@ -142,8 +146,8 @@ StepCallback = Callable[[StepEvent], None]
 AlphaStepFn = Callable[[SuperNet, torch.optim.Optimizer, torch.Tensor, torch.Tensor], tuple[float, int]]
 
 
-def _step(model: SuperNet, params: Sequence[torch.nn.Parameter], opt: torch.optim.Optimizer,
-          x: torch.Tensor, y: torch.Tensor, clip: float) -> tuple[float, int]:
+def _step(model: Callable[[torch.Tensor], torch.Tensor], params: Sequence[torch.nn.Parameter],
+          opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, clip: float) -> tuple[float, int]:
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     grads = torch.autograd.grad(loss, params)
@@ -172,6 +176,7 @@ def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cf
                                 weight_decay=cfg.theta_weight_decay)
     preset = ALPHA_OPTIMIZERS.get(cfg.alpha_optimizer)
     alpha_opt = preset.build(alpha_params, cfg.resolved_alpha_lr(), cfg.resolved_alpha_weight_decay())
+    net = search_net(model, cfg.fast_search)
     result = LocalSearchResult()
     model.train()
     for kind in search_schedule(n_theta, n_alpha, cfg.search_order):
@@ -180,8 +185,11 @@ def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cf
         positions = next(sampler)
         x, y = data.batch(positions, device)
         if kind == "alpha":
-            loss, correct = (alpha_step(model, alpha_opt, x, y) if alpha_step is not None
-                             else _step(model, alpha_params, alpha_opt, x, y, 0.0))
+            if alpha_step is not None:
+                loss, correct = alpha_step(model, alpha_opt, x, y)
+            else:
+                with frozen_weights(net):
+                    loss, correct = _step(net, alpha_params, alpha_opt, x, y, 0.0)
             result.alpha_steps += 1
             result.alpha_loss += loss
             result.alpha_correct += correct
@@ -189,7 +197,7 @@ def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cf
             index = result.alpha_steps - 1
             result.alpha_batches.append(tuple(int(i) for i in data.ids[positions.numpy()]))
         else:
-            loss, correct = _step(model, theta_params, theta_opt, x, y, cfg.grad_clip)
+            loss, correct = _step(net, theta_params, theta_opt, x, y, cfg.grad_clip)
             result.theta_steps += 1
             result.theta_loss += loss
             result.theta_correct += correct
@@ -208,11 +216,12 @@ def evaluate(model: SuperNet, data: ImageSet, batch_size: int = 500) -> dict[str
     """Loss and accuracy of ``model`` (eval mode) on ``data``."""
     device = next(model.parameters()).device
     model.eval()
+    net = search_net(model)
     total_loss, correct = 0.0, 0
     for start in range(0, len(data), batch_size):
         positions = torch.arange(start, min(start + batch_size, len(data)))
         x, y = data.batch(positions, device)
-        logits = model(x)
+        logits = net(x)
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
     n = max(len(data), 1)

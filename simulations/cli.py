@@ -14,7 +14,7 @@ from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
 from simulations.cli_amia import amia, amia_scenario, bench_amia, distill_command, serve
 from simulations.cli_attack import bench_adra, bench_race, bench_similarity, reconstruct
-from simulations.cli_common import emit_figures
+from simulations.cli_common import emit_figures, toml_pairs
 from simulations.cli_deploy import (
     bench_defenses,
     bench_deploy,
@@ -25,7 +25,8 @@ from simulations.cli_deploy import (
     intercept,
 )
 
-app = typer.Typer(help="archleak: architecture-level privacy leakage in federated NAS.", no_args_is_help=True)
+app = typer.Typer(help="archleak: architecture-level privacy leakage in federated NAS.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)   # a crash must not print training images or weights
 bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)
 deploy_app = typer.Typer(help="Deployment-engine topologies (SuperLink, SuperNodes, on-path interceptor).",
                          no_args_is_help=True)
@@ -81,6 +82,23 @@ def bench_fednas(
 
     figures = run_benchmark(data_root=data_root, quick=quick)
     emit_figures(figures, json_path)
+
+
+@bench_app.command("search")
+def bench_search(
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    rounds: Annotated[int, typer.Option(min=1, help="alternating rounds (medians)")] = 5,
+    steps: Annotated[int, typer.Option(min=1, help="steps per round and path")] = 3,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 1,
+    run_config: Annotated[list[str], typer.Option("--run-config", help="run-config key=value (TOML)")] = [],  # noqa: B006
+) -> None:
+    """The local search step (θ step + α step) on the fast path against the plain supernet, in one process."""
+    from simulations.bench_search import step_ratio
+
+    root, _ = resolve_data_root(data_root)
+    overrides = {"dataset": "mnist", "data-root": str(root), **toml_pairs(run_config)}
+    emit_figures(step_ratio(overrides, rounds, steps, threads), json_path)
 
 
 @bench_app.command("interceptor")

@@ -80,7 +80,7 @@ def test_input_noise_reaches_the_alpha_steps_only():
     model, seen = net(), []
     model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
     cfg = LocalSearchConfig(theta_steps=2, alpha_steps=2, alpha_batch_size=8, theta_batch_size=8,
-                            search_order="alpha-first")
+                            search_order="alpha-first", fast_search=False)   # the hook watches the plain forward
     step = AlphaStep(torch.Generator().manual_seed(0), input_noise=InputNoise(0.3))
     local_search(model, zeros, zeros, cfg, torch.Generator().manual_seed(0), alpha_step=step)
     alpha_inputs, theta_inputs = seen[:2], seen[2:]
