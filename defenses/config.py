@@ -70,7 +70,8 @@ class DefenseConfig(KebabModel):
     defenses: str = Field("", description="comma list of defenses, empty for none: "
                                           "dp-sgd-alpha, dp-sgd-alpha-paper, l2-alpha, input-noise, "
                                           "local-dp-update, central-dp, secagg-plus")
-    dp_noise_multiplier: float = Field(1.0, ge=0, description="DP-SGD on α: noise std σ relative to the clip norm")
+    dp_noise_multiplier: float = Field(1.0, ge=0, le=100, description="DP-SGD on α: noise std σ relative to the clip "
+                                                                      "norm (at most 100)")
     dp_clip: float = Field(1.0, gt=0, description="DP-SGD on α: per-sample L2 clip norm C of ∇α")
     dp_delta: float = Field(-1.0, description="DP-SGD on α: δ for ε; -1: 1/|D^α| of each client")
     dp_accountant: Annotated[str, registered(ACCOUNTANT_CLASSES)] = Field(
@@ -82,8 +83,9 @@ class DefenseConfig(KebabModel):
                                                        "whole update (α and θ as sent)")
     ldp_epsilon: float = Field(1.0, gt=0, description="local-dp-update: ε of each release (Flower's LocalDpMod: "
                                                        "noise std 2C·sqrt(2 ln(1.25/δ))/ε on every coordinate)")
-    central_noise_multiplier: float = Field(1.0, ge=0, description="central-dp: σ; the server adds N(0, (σC/m)²) to "
-                                                                    "the mean of m clipped updates")
+    central_noise_multiplier: float = Field(
+        1.0, ge=0, le=100, description="central-dp: σ (at most 100); the server adds "
+                                       "N(0, (σC/m)²) to the mean of m clipped updates")
     update_delta: float = Field(1e-5, gt=0, lt=1, description="local-dp-update, central-dp: δ")
     secagg_clip: float = Field(8.0, gt=0, description="secagg-plus: every coordinate sent is clipped to ±this before "
                                                         "quantisation (2^22 levels)")

@@ -42,7 +42,7 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
 
     model_config = KebabModel.model_config
 
-    num_server_rounds: int = Field(3, ge=1, description="federated rounds")
+    num_server_rounds: int = Field(3, ge=1, le=100_000, description="federated rounds")
     seed: int = Field(0, ge=0, description="the one seed behind model init, partitions, sampling and batches")
     dataset: str = Field("auto", description="auto (MNIST, else bundled digits), mnist, fashion-mnist, cifar10, "
                                              "cifar100, cifar10-subset, digits")
@@ -55,11 +55,11 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
     population_fraction: float = Field(
         0.2, ge=0, lt=1, description="share of the train split held back from every client (population)")
     alpha_fraction: float = Field(0.5, gt=0, lt=1, description="share of each client's data that is D^α")
-    samples_per_client: int = Field(0, ge=0, description="cap on each client's share (0: no cap)")
+    samples_per_client: int = Field(0, ge=0, le=10_000_000, description="cap on each client's share (0: no cap)")
     fraction_train: float = Field(1.0, gt=0, le=1, description="fraction of connected clients sampled per round")
-    min_nodes: int = Field(2, ge=1, description="clients that must be connected (and sampled) per round")
+    min_nodes: int = Field(2, ge=1, le=100_000, description="clients that must be connected (and sampled) per round")
     share_weights: bool = Field(True, description="clients send θ as well as α (false: θ stays on the client)")
-    eval_samples: int = Field(500, ge=0, description="test images for the server's evaluation (0: all)")
+    eval_samples: int = Field(500, ge=0, le=10_000_000, description="test images for the server's evaluation (0: all)")
 
     @field_validator("dataset")
     @classmethod
@@ -78,9 +78,16 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
     @classmethod
     def _device_form(cls, value: str) -> str:
         head, _, index = value.partition(":")
-        if value in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
+        if value in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit() and int(index) < 1024):
             return value
-        raise ValueError("allowed values: 'auto', 'cpu', 'cuda', 'cuda:N'")
+        raise ValueError("allowed values: 'auto', 'cpu', 'cuda', 'cuda:N' (N < 1024)")
+
+    @field_validator("data_root", "output_dir", "resume_from")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("a path cannot contain a NUL character")
+        return value
 
     @model_validator(mode="after")
     def _batchnorm_needs_batches(self) -> RunConfig:

@@ -18,12 +18,13 @@ from fednas.storage import atomic_write_json
 ALPHA_BATCHES, THETA_BATCHES = "batches", "theta_batches"   # the two kinds of batches a record lists
 
 
-def _folder(run_dir: Path) -> Path:
+def evaluation_folder(run_dir: Path) -> Path:
+    """The folder of the per-(round, node) records of the run in ``run_dir``."""
     return RunFolder(run_dir).evaluation / "alpha-batches"
 
 
 def batches_path(run_dir: Path, server_round: int, node_id: int) -> Path:
-    return _folder(run_dir) / f"r{server_round:04d}-n{node_id}.json"
+    return evaluation_folder(run_dir) / f"r{server_round:04d}-n{node_id}.json"
 
 
 def write_alpha_batches(run_dir: Path, server_round: int, node_id: int, partition_id: int,
@@ -47,4 +48,4 @@ def read_alpha_batches(run_dir: Path, server_round: int, node_id: int,
 
 def read_all_alpha_batches(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of the log (for membership ground truth): round, node, partition, batches."""
-    return [json.loads(p.read_text()) for p in sorted(_folder(run_dir).glob("r*-n*.json"))]
+    return [json.loads(p.read_text()) for p in sorted(evaluation_folder(run_dir).glob("r*-n*.json"))]

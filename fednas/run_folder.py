@@ -103,7 +103,12 @@ class RunFolder:
     def meta(self) -> dict[str, Any]:
         """``config.json`` as written by the server (or by the proxy for a deployed run)."""
         self.require()
-        meta: dict[str, Any] = json.loads(self.config_file.read_text())
+        try:
+            meta = json.loads(self.config_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{self.config_file} is not valid JSON ({str(exc).splitlines()[0]})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise ValueError(f"{self.config_file} has no \"config\" object: not a run's config.json")  # noqa: TRY004
         return meta
 
     def values(self, data_root: str = "") -> dict[str, Any]:
@@ -122,16 +127,21 @@ class RunFolder:
         return self.section(RunConfig, data_root)
 
     def dataset(self) -> str:
-        return str(self.meta()["dataset"])
+        meta = self.meta()
+        name = meta.get("dataset", meta["config"].get("dataset"))
+        if not name:
+            raise ValueError(f"{self.config_file} names no dataset (\"dataset\")")
+        return str(name)
 
     def data_root(self, override: str = "") -> str:
-        return override or str(self.meta()["data_root"])
+        meta = self.meta()
+        return override or str(meta.get("data_root", meta["config"].get("data-root", "")))
 
     # --- checkpoints --------------------------------------------------------------------------------
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(round, path) of every checkpoint file, newest first."""
         found = [(int(m.group(1)), p) for p in self.checkpoint_dir.glob("round-*.safetensors")
-                 if (m := _CKPT.search(p.name))]
+                 if (m := _CKPT.search(p.name)) and p.is_file()]
         return sorted(found, reverse=True)
 
     def latest_checkpoint(self, log: Callable[[str], None] = print

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 def kebab(name: str) -> str:
@@ -19,9 +19,21 @@ def kebab(name: str) -> str:
 
 
 class KebabModel(BaseModel):
-    """Frozen, strict, kebab-case aliases (``theta_lr`` is written ``theta-lr``), snake_case accepted too."""
+    """Frozen, strict, kebab-case aliases (``theta_lr`` is written ``theta-lr``), snake_case accepted too; NaN and
+    infinity are refused for every float, and a boolean for every number."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True,
+                              allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, values: Any) -> Any:
+        if isinstance(values, Mapping):
+            for name, field in cls.model_fields.items():
+                value = values.get(field.alias or name, values.get(name))
+                if isinstance(value, bool) and field.annotation in (int, float):
+                    raise ValueError(f"key {field.alias or name!r} is a boolean ({value!r}); expected a number")
+        return values
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -43,16 +43,16 @@ SearchOrder = Literal["interleaved", "alpha-first", "theta-first"]
 class LocalSearchConfig(KebabModel):
     """Hyper-parameters of one client's local search (sent to the client in the round's ConfigRecord)."""
 
-    theta_steps: int = Field(10, ge=0, description="θ (weight) SGD steps per round on D^θ")
-    theta_epochs: int = Field(0, ge=0, description="if > 0: θ epochs per round instead of theta-steps")
-    theta_batch_size: int = Field(16, ge=1, description="θ batch size")
+    theta_steps: int = Field(10, ge=0, le=10_000_000, description="θ (weight) SGD steps per round on D^θ")
+    theta_epochs: int = Field(0, ge=0, le=10_000, description="if > 0: θ epochs per round instead of theta-steps")
+    theta_batch_size: int = Field(16, ge=1, le=65_536, description="θ batch size")
     theta_lr: float = Field(0.05, gt=0, description="θ learning rate (SGD)")
     theta_momentum: float = Field(0.9, ge=0, lt=1, description="θ SGD momentum")
     theta_weight_decay: float = Field(3e-4, ge=0, description="θ weight decay")
     grad_clip: float = Field(5.0, ge=0, description="θ gradient-norm clipping (0: off)")
-    alpha_steps: int = Field(1, ge=0, description="α (architecture) steps per round on D^α")
-    alpha_epochs: int = Field(0, ge=0, description="if > 0: α epochs per round instead of alpha-steps")
-    alpha_batch_size: int = Field(1, ge=1, description="α batch size B (the paper's ADRA uses B=1)")
+    alpha_steps: int = Field(1, ge=0, le=10_000_000, description="α (architecture) steps per round on D^α")
+    alpha_epochs: int = Field(0, ge=0, le=10_000, description="if > 0: α epochs per round instead of alpha-steps")
+    alpha_batch_size: int = Field(1, ge=1, le=65_536, description="α batch size B (the paper's ADRA uses B=1)")
     alpha_optimizer: str = Field("sgd", description="α optimizer: 'sgd' (Δα = -lr·∇α) or 'adam' (DARTS)")
     alpha_lr: float = Field(-1.0, description="α learning rate; -1: the optimizer's preset (sgd 0.1, adam 3e-4)")
     alpha_weight_decay: float = Field(

@@ -53,9 +53,9 @@ class SearchSpaceKnobs(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cells: int = Field(3, ge=1, description="search cells (reduction cells sit at 1/3 and 2/3 of the depth)")
-    nodes: int = Field(4, ge=1, description="intermediate nodes per cell")
-    channels: int = Field(8, ge=2, description="channels of the first cell (doubled at each reduction)")
+    cells: int = Field(3, ge=1, le=64, description="search cells (reduction cells sit at 1/3 and 2/3 of the depth)")
+    nodes: int = Field(4, ge=1, le=32, description="intermediate nodes per cell")
+    channels: int = Field(8, ge=2, le=1024, description="channels of the first cell (doubled at each reduction)")
     stem_stride: int = Field(2, ge=1, le=2, description="stride of the stem convolution (2: every cell works at "
                                                          "half the input resolution, about 3x cheaper)")
     activation: str = Field("elu", description="activation inside the operations: elu, tanh, sigmoid, relu")

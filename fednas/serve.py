@@ -2,27 +2,18 @@
 
 A served model answers posterior queries: raw uint8 images ``[N, C, H, W]`` in (what a client of a prediction API
 uploads; normalisation is the service's business), float32 posteriors ``[N, K]`` out. :class:`ModelBlackBox`
-answers them in process; :class:`PredictionServer` puts one on HTTP. A membership attacker sees the same
-:class:`BlackBox` interface either way (``attacker.membership.blackbox.HttpBlackBox`` is its HTTP client).
-
-Endpoints (HTTP/1.1, JSON or .npy bodies, never pickle):
-  GET  /v1/info      what a client may know: dataset, classes, the input shape and dtype
-  POST /v1/predict   body: a uint8 [N, C, H, W] array as ``application/x-npy`` (or JSON ``{"images": ...}``);
-                     answer: float32 posteriors [N, K] in the same format as the request
-Bad requests get 400 with a message that says what was expected; a body over the limit gets 413.
-
-The standard library's threading HTTP server is enough here (one model, small JSON/npy bodies, no
-extra dependency); predictions are serialised by a lock, so answers do not depend on concurrency.
+answers them in process; :mod:`fednas.http_server` puts one on HTTP (FastAPI under uvicorn). A membership
+attacker sees the same :class:`BlackBox` interface either way (``attacker.membership.blackbox.HttpBlackBox`` is
+its HTTP client). The .npy codec here never unpickles and checks a body against its declared size before it
+allocates anything.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import threading
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 import numpy as np
@@ -58,9 +49,29 @@ def encode_npy(array: np.ndarray) -> bytes:
 
 
 def decode_npy(data: bytes) -> np.ndarray:
-    """An array from .npy bytes; never unpickles (object arrays are refused)."""
-    array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
-    return array
+    """An array from .npy bytes, or ValueError in one line: never unpickles (object dtypes are refused before any
+    reading), and the header's declared size must match the bytes that follow, so a forged header cannot make it
+    allocate more than the body holds."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f".npy format version {version} is not supported (1.0 or 2.0)")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(stream)
+    except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
+        raise ValueError(f"body is not a .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                         ) from None
+    if dtype.hasobject:
+        raise ValueError("a .npy array of Python objects is refused (send numbers, for example uint8)")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"the .npy header declares a negative dimension {list(shape)}")
+    declared, left = math.prod(shape) * dtype.itemsize, len(data) - stream.tell()
+    if declared != left:
+        raise ValueError(f"the .npy header declares {list(shape)} {dtype} ({declared} bytes) but the body holds "
+                         f"{left} bytes of data")
+    flat = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=stream.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 @dataclass
@@ -90,87 +101,3 @@ def model_black_box(model: torch.nn.Module, description: dict[str, Any], device:
                     batch_size: int = DEFAULT_BATCH) -> ModelBlackBox:
     model.eval()
     return ModelBlackBox(model, description, device, batch_size)
-
-
-class PredictionServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], target: BlackBox, max_body: int = MAX_BODY) -> None:
-        super().__init__(address, _Handler)
-        self.target = target
-        self.max_body = max_body
-        self.lock = threading.Lock()
-        self.served = 0
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: PredictionServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes, kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, json.dumps({"error": message}).encode(), "application/json")
-
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/info":
-            self._send(200, json.dumps(self.server.target.info()).encode(), "application/json")
-        else:
-            self._error(404, f"unknown path {self.path!r}; known: GET /v1/info, POST /v1/predict")
-
-    def do_POST(self) -> None:
-        if self.path.rstrip("/") != "/v1/predict":
-            self._error(404, f"unknown path {self.path!r}; known: GET /v1/info, POST /v1/predict")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.server.max_body:
-            self.close_connection = True
-            self._error(413, f"body of {length} bytes is over the limit of {self.server.max_body}")
-            return
-        body = self.rfile.read(length)
-        as_npy = self.headers.get("Content-Type", "").startswith(NPY)
-        try:
-            images = decode_npy(body) if as_npy else _json_images(body)
-            images = check_images(images, self.server.target.info())
-        except ValueError as exc:
-            self._error(400, str(exc))
-            return
-        with self.server.lock:
-            posteriors = self.server.target.predict(images)
-            self.server.served += len(images)
-        if as_npy:
-            self._send(200, encode_npy(posteriors.astype(np.float32)), NPY)
-        else:
-            self._send(200, json.dumps({"posteriors": posteriors.tolist()}).encode(), "application/json")
-
-
-def _json_images(body: bytes) -> np.ndarray:
-    try:
-        images = json.loads(body)["images"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError('expected a JSON body {"images": [[[[...]]]]} or an application/x-npy array') from None
-    arr = np.asarray(images)
-    if arr.dtype.kind not in "iu" or arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise ValueError("JSON images must be integers in [0, 255]")
-    return arr.astype(np.uint8)
-
-
-def start_server(target: BlackBox, host: str = "127.0.0.1", port: int = 0) -> tuple[PredictionServer, threading.Thread]:
-    """Serve ``target`` on a background thread; port 0 picks a free one (see ``server.url``)."""
-    server = PredictionServer((host, port), target)
-    thread = threading.Thread(target=server.serve_forever, name="archleak-serve", daemon=True)
-    thread.start()
-    return server, thread

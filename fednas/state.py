@@ -53,13 +53,17 @@ def import_state(model: SuperNet, state: Mapping[str, torch.Tensor]) -> None:
     if theta and set(theta) != set(keys):
         missing, extra = sorted(set(keys) - set(theta)), sorted(set(theta) - set(keys))
         raise ValueError(f"θ does not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    sd = model.state_dict()
+    for name, value, target in [*((f"{ALPHA_PREFIX}{g}", a, model.alphas[g]) for g, a in alphas.items()),
+                                *((f"{THETA_PREFIX}{k}", v, sd[k]) for k, v in theta.items())]:
+        if value.numel() != target.numel():
+            raise ValueError(f"state entry {name!r} has shape {list(value.shape)}; the model needs "
+                             f"{list(target.shape)} (a checkpoint of another search space?)")
     with torch.no_grad():
         for g, a in alphas.items():
             model.alphas[g].copy_(a.reshape(model.alphas[g].shape))
-        if theta:
-            sd = model.state_dict()
-            for k, v in theta.items():
-                sd[k].copy_(v.reshape(sd[k].shape))
+        for k, v in theta.items():
+            sd[k].copy_(v.reshape(sd[k].shape))
 
 
 def alpha_softmax(state: Mapping[str, torch.Tensor]) -> dict[str, list[list[float]]]:

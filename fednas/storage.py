@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,16 +25,32 @@ from safetensors.torch import save as st_save
 VERSIONED_PACKAGES = ("archleak", "flwr", "torch", "torchvision", "numpy", "pydantic", "safetensors")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (setting it is racy across threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``path`` whole or not at all (temporary file, fsync, rename). Permissions: ``mode`` if given (a
+    private key: 0o600, set on the temporary file before a byte is written), else 0o666 less the umask, as
+    ``open()`` would create it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")   # created 0o600
     try:
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,12 +61,28 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a missing file is empty, an unparsable line raises."""
+def read_jsonl(path: Path, skip: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Records of a JSONL file; a missing file is empty. An unparsable line (torn by a crash while appending)
+    raises, or, with ``skip``, is reported through it and left out."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if skip is None:
+                raise
+            skip(f"{path}:{number}: unreadable line skipped ({exc.msg})")
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+        elif skip is not None:
+            skip(f"{path}:{number}: not a JSON object, skipped")
+    return out
 
 
 def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
@@ -95,13 +127,40 @@ class CorruptFile(ValueError):
     """A file exists but cannot be read (truncated or not what it claims to be)."""
 
 
+MAX_HEADER = 100 * 2**20   # a safetensors JSON header larger than this is not one the project wrote
+
+
+def _declared_size(fh: Any, path: Path) -> tuple[int, dict[str, Any]]:
+    """(the file size the safetensors header declares, the header), from the header alone."""
+    head = fh.read(8)
+    if len(head) < 8:
+        raise CorruptFile(f"{path}: shorter than a safetensors header")
+    header_len = int.from_bytes(head, "little")
+    if header_len > MAX_HEADER:
+        raise CorruptFile(f"{path}: header of {header_len} bytes declared (at most {MAX_HEADER})")
+    try:
+        header: dict[str, Any] = json.loads(fh.read(header_len))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CorruptFile(f"{path}: unreadable header ({exc.__class__.__name__})") from None
+    return 8 + header_len + max(ends, default=0), header
+
+
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Inverse of :func:`save_tensors`; raises :class:`CorruptFile` on a damaged file."""
-    raw = Path(path).read_bytes()
+    """Inverse of :func:`save_tensors`; raises :class:`CorruptFile` on a damaged file. The size the header declares
+    is checked against the file's before its data is read, so a damaged or planted file costs no memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptFile(f"{path}: missing" if not path.exists() else f"{path}: not a regular file")
+    with open(path, "rb") as fh:
+        declared, header = _declared_size(fh, path)
+        actual = os.fstat(fh.fileno()).st_size
+        if declared != actual:
+            raise CorruptFile(f"{path}: {actual} bytes, but its header describes {declared}")
+        fh.seek(0)
+        raw = fh.read()
     try:
         tensors = st_load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8:8 + header_len])
         meta = json.loads(header.get("__metadata__", {}).get("archleak", "{}"))
     except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
         raise CorruptFile(f"{path}: {exc}") from exc

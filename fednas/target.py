@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +36,28 @@ def describe_target(run_dir: Path, data_root: str = "") -> tuple[RunConfig, Imag
     return cfg, data, description
 
 
-def load_global_model(run_dir: Path, device: torch.device, data_root: str = ""
-                      ) -> tuple[SuperNet, dict[str, Any]]:
+def load_global_model(run_dir: Path, device: torch.device, data_root: str = "",
+                      log: Callable[[str], None] = print) -> tuple[SuperNet, dict[str, Any]]:
     """The global model a federated search left in ``run_dir`` (the supernet with its final α and θ), and its
     public description.
 
     Raises :class:`~fednas.run_folder.RunNotFound` when the folder has no run or no readable checkpoint, and
-    ValueError when the checkpoint carries no weights (``share-weights = false``: θ never reached the server).
+    ValueError when the checkpoint carries no weights (``share-weights = false``: θ never reached the server) or
+    does not fit the run's search space. A damaged newest checkpoint is skipped with a line on ``log``, and the
+    line names the round that answers instead.
     """
     cfg, data, description = describe_target(run_dir, data_root)
     try:
-        server_round, tensors, _ = RunFolder(run_dir).latest_checkpoint(log=lambda line: None)
+        folder = RunFolder(run_dir)
+        server_round, tensors, _ = folder.latest_checkpoint(log=log)
     except FileNotFoundError as exc:
         raise RunNotFound(f"{run_dir} holds no model: {exc}") from None
     if not split_state(tensors)[1]:
         raise ValueError(f"the checkpoint of {run_dir} has no weights θ (share-weights = false): "
                          "there is no global model to query")
+    newest = folder.checkpoints()[0][0]
+    if server_round != newest:
+        log(f"archleak: the model of round {server_round} answers (round {newest} is damaged)")
     model = make_model(cfg, data, device)
     import_state(model, tensors)
     return model, {**description, "round": server_round}

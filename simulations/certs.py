@@ -68,9 +68,7 @@ def generate_certificates(folder: Path, names: Sequence[str] = DEFAULT_NAMES) ->
     paths = {"ca": folder / "ca.crt", "ca_key": folder / "ca.key", "cert": folder / "server.pem",
              "key": folder / "server.key"}
     atomic_write_bytes(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
-    atomic_write_bytes(paths["ca_key"], _pem_key(ca_key))
+    atomic_write_bytes(paths["ca_key"], _pem_key(ca_key), mode=0o600)   # private from the first byte
     atomic_write_bytes(paths["cert"], cert.public_bytes(serialization.Encoding.PEM))
-    atomic_write_bytes(paths["key"], _pem_key(key))
-    for private in (paths["ca_key"], paths["key"]):
-        private.chmod(0o600)
+    atomic_write_bytes(paths["key"], _pem_key(key), mode=0o600)
     return paths

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -140,8 +142,20 @@ deploy_app.command("submit")(deploy_submit)
 deploy_app.command("certs")(deploy_certs)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: a failure the commands did not turn into a usage error ends in one line on stderr
+    (exit 1) naming the error, never a traceback with local variables; ``ARCHLEAK_DEBUG=1`` shows the traceback."""
+    try:
+        app(args=argv)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("ARCHLEAK_DEBUG"):
+            raise
+        message = (str(exc).strip().splitlines() or [""])[0]
+        typer.echo(f"archleak: error: {type(exc).__name__}: {message} (ARCHLEAK_DEBUG=1 shows the traceback)",
+                   err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m simulations.cli`` (used by the local launcher)

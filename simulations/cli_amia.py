@@ -77,24 +77,22 @@ def serve(
     """Serve the run's global model as a prediction API (GET /v1/info, POST /v1/predict) until Ctrl-C."""
     import torch
 
+    from fednas.http_server import PredictionService
     from fednas.run_folder import RunNotFound
-    from fednas.serve import PredictionServer
     from simulations.targets import load_target
 
     try:
-        target = load_target(run, torch.device(device), data_root, model)
+        target = load_target(run, torch.device(device), data_root, model, log=lambda line: typer.echo(line, err=True))
+        service = PredictionService(target, host, port)
     except (RunNotFound, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    server = PredictionServer((host, port), target)
-    typer.echo(f"archleak serve: {target.info()['model']} of {run} at {server.url} "
+    typer.echo(f"archleak serve: {target.info()['model']} of {run} at {service.url} "
                "(GET /v1/info, POST /v1/predict)", err=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        service.serve_forever()
     finally:
-        server.server_close()
-        typer.echo(f"archleak serve: stopped after {server.served} predictions", err=True)
+        service.socket.close()
+        typer.echo(f"archleak serve: stopped after {service.served} predictions", err=True)
 
 
 def bench_amia(

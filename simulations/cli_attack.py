@@ -19,6 +19,10 @@ def reconstruct(
     attacks: Annotated[str | None, typer.Option(help="adra, theta, joint: comma list (default: the run's)")] = None,
     settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    evaluation_dir: Annotated[Path | None, typer.Option(
+        help="the federation's run folder holding the clients' evaluation-only log, for scoring (default: the "
+             "run folder, or what the proxy recorded; a deployment writes it under the SuperLink side's "
+             "runs/<run-id>)")] = None,
 ) -> None:
     """Attack the stored captures of a run offline; writes reconstructions/<threat-model>/ (PNG grids, metrics,
     index.html)."""
@@ -32,13 +36,20 @@ def reconstruct(
     folder = RunFolder(run_dir)
     if not folder.exists():
         raise typer.BadParameter(f"{run_dir} is not a run folder (no config.json)")
-    base = folder.section(InterceptorConfig).model_dump(by_alias=True)
+    try:
+        base = folder.section(InterceptorConfig).model_dump(by_alias=True)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if threat_model:
         base["threat-model"] = threat_model
     if attacks:
         base["attacks"] = attacks
     chosen = settings_from(InterceptorConfig, base, settings)
-    interceptor = Interceptor(run_dir, chosen, log=lambda line: typer.echo(line, err=True))
+    try:
+        interceptor = Interceptor(run_dir, chosen, log=lambda line: typer.echo(line, err=True),
+                                  evaluation_dir=evaluation_dir)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     pending = interceptor.pending()
     typer.echo(f"{len(pending)} capture(s) to attack under the {chosen.threat_model} threat model")
     per_capture = sum(ATTACKS.get(n).stage(chosen).iterations for n in chosen.attack_names())

@@ -19,16 +19,21 @@ APP_DIR = Path(__file__).resolve().parent.parent
 
 
 def run_proxy(listen: str, upstream: str, captures: Path, settings: InterceptorConfig,
-              log=print) -> dict:
+              log=print, evaluation_runs: Path | None = None) -> dict:
     """Relay until SIGINT/SIGTERM, then let the attacker finish; returns the proxy report."""
     from app.config import SECTIONS
     from attacker.interceptor.deployed import DeployedRuns
     from attacker.interceptor.proxy import InterceptProxy, parse_address, summary_line
 
+    addresses = parse_address(listen), parse_address(upstream)   # ValueError in one line
+
     async def main() -> dict:
-        proxy = InterceptProxy(parse_address(listen), parse_address(upstream), captures,
-                               attacker=DeployedRuns(captures, settings, SECTIONS, log=log), log=log)
-        await proxy.start()
+        runs = DeployedRuns(captures, settings, SECTIONS, log=log, evaluation_runs=evaluation_runs)
+        proxy = InterceptProxy(*addresses, captures, attacker=runs, log=log)
+        try:
+            await proxy.start()
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -52,6 +57,10 @@ def intercept(
                                              "after-run (attack when the proxy stops)")] = "live",
     threat_model: Annotated[str, typer.Option(help="architecture-only or wire")] = "wire",
     settings: Annotated[list[str], typer.Option("--set", help="attack key=value, e.g. attack-iterations=100")] = [],  # noqa: B006
+    evaluation_runs: Annotated[Path | None, typer.Option(
+        help="the federation's output-dir, where the clients write the evaluation-only log (<dir>/<run-id>): "
+             "used to score reconstructions, never by the attack; without it the report says \"not scored\"")
+    ] = None,
 ) -> None:
     """A transparent on-path proxy between SuperNodes and SuperLink: relays every byte unchanged, rebuilds the
     messages it sees into captures and attacks them. Stop it with Ctrl-C; it then reports what it saw."""
@@ -59,7 +68,11 @@ def intercept(
         raise typer.BadParameter(f"--attack must be one of {', '.join(PROXY_MODES)}, got {attack!r}")
     chosen = settings_from(InterceptorConfig, {"interceptor": attack, "threat-model": threat_model}, settings)
     folder = resolve_user_path(captures)
-    report = run_proxy(listen, upstream, folder, chosen, log=lambda line: typer.echo(line, err=True))
+    try:
+        report = run_proxy(listen, upstream, folder, chosen, log=lambda line: typer.echo(line, err=True),
+                           evaluation_runs=evaluation_runs.resolve() if evaluation_runs else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps({"captures": str(folder), "wire": report["wire"], "proxy": report["proxy"],
                            "inspectable": report["inspectable"]}, indent=2))
 

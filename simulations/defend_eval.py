@@ -101,8 +101,6 @@ def defense_markdown(rows: Sequence[Mapping[str, Any]], results: Sequence[Mappin
     lines.append(f"\nLabel-only baseline (undefended run): recognised {_fmt(base.get('recognised'))}, "
                  f"identified {_fmt(base.get('identified'))}, SSIM {_fmt(base.get('ssim'))}; chance: "
                  f"{results[0]['chance']}.")
-    lines.append("TLS (deployment, `archleak deploy local --tls`): the on-path proxy stores 0 captures; the "
-                 "attack has nothing to work on, at no accuracy cost.")
     lines.append("AMIA: members are D^α of every client, non-members the held-back population (fixed shadow); "
                  "D^θ AUC is the same attack against the weights' data. MD attacks the DMP student of the "
                  "undefended run; its ADRA columns are those of that run (distillation happens after training).")

@@ -149,6 +149,7 @@ class LocalDeployment:
                 sys.executable, "-m", "simulations.cli", "intercept", "--listen", f"127.0.0.1:{fleet}",
                 "--upstream", f"127.0.0.1:{link}", "--captures", str(self.work / "intercepted"),
                 "--attack", self.plan.attack, "--threat-model", self.plan.threat_model,
+                "--evaluation-runs", str(self.work / "runs"),    # same machine: the clients' log is reachable
                 *[a for s in self.plan.attack_settings for a in ("--set", s)]])
             wait_for_port(fleet, proc, "archleak intercept")
         for i, port in enumerate(self.ports["supernodes"]):

@@ -18,27 +18,30 @@ from fednas.registry import Registry
 from fednas.serve import BlackBox, ModelBlackBox, model_black_box
 from fednas.target import describe_target, load_global_model
 
-TargetLoader = Callable[[Path, torch.device, str], ModelBlackBox]
+Log = Callable[[str], None]
+TargetLoader = Callable[[Path, torch.device, str, Log], ModelBlackBox]
 TARGETS: Registry[TargetLoader] = Registry("target model")
 
 
 @TARGETS.register("global")
-def global_model(run_dir: Path, device: torch.device, data_root: str) -> ModelBlackBox:
-    network, description = load_global_model(run_dir, device, data_root)
+def global_model(run_dir: Path, device: torch.device, data_root: str, log: Log) -> ModelBlackBox:
+    network, description = load_global_model(run_dir, device, data_root, log)
     return model_black_box(network, description, device)
 
 
 @TARGETS.register("student")
-def student_model(run_dir: Path, device: torch.device, data_root: str) -> ModelBlackBox:
+def student_model(run_dir: Path, device: torch.device, data_root: str, log: Log) -> ModelBlackBox:
     _, _, description = describe_target(run_dir, data_root)
     network, meta = load_student(run_dir, device)
     description["model"] = f"DMP student ({meta['student']}) of the searched model"
     return model_black_box(network, description, device)
 
 
-def load_target(run_dir: Path, device: torch.device, data_root: str = "", model: str = "global") -> ModelBlackBox:
-    """The model a run serves: ``global`` or ``student`` (see the module docstring)."""
-    return TARGETS.get(model)(Path(run_dir), device, data_root)
+def load_target(run_dir: Path, device: torch.device, data_root: str = "", model: str = "global",
+                log: Log = print) -> ModelBlackBox:
+    """The model a run serves: ``global`` or ``student`` (see the module docstring); ``log`` hears which
+    checkpoint answers when the newest is damaged."""
+    return TARGETS.get(model)(Path(run_dir), device, data_root, log)
 
 
 def target_box(run_dir: Path, url: str = "", model: str = "global", device: torch.device | None = None,

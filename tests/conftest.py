@@ -4,6 +4,7 @@ to the bundled digits when MNIST is absent (a fresh machine without internet), a
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,15 @@ def flat(text: str) -> str:
     """CLI output without rich's panel borders and line wrapping (where a message wraps depends on the
     terminal width and on the length of the paths in it)."""
     return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+def require_program(name: str, how: str) -> str:
+    """The path of an external program a test needs. Where it is absent, the test fails under CI (``.ci/run``
+    installs it and sets ARCHLEAK_CI=1) and is skipped elsewhere, with the reason and ``how`` to install it."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed ({how})"
+        if os.environ.get("ARCHLEAK_CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path

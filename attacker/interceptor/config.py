@@ -18,8 +18,9 @@ class InterceptorConfig(AttackSettings):
         "after-run", description="'off'; 'capture' (store captures only; attack later with archleak reconstruct); "
                                  "'live' (a niced worker process attacks captures as they arrive); "
                                  "'after-run' (attack the stored captures once the last round ends)")
-    interceptor_queue: int = Field(8, ge=1, description="live mode: captures waiting at most; more are dropped "
-                                                        "and counted, never blocking training")
+    interceptor_queue: int = Field(
+        8, ge=1, le=1_000_000, description="live mode: captures waiting at most; more are dropped "
+                                           "and counted, never blocking training")
 
     def attack(self) -> AttackSettings:
         return AttackSettings(**{k: getattr(self, k) for k in AttackSettings.model_fields})

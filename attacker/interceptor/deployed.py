@@ -4,7 +4,10 @@ For every run seen on the wire the proxy writes ``<base>/<run-id>/config.json``.
 published app's defaults (public knowledge: anyone can read the Flower App) plus the ``override_config`` that the
 SuperLink sends to every SuperNode in its ``get-run`` answer, so nothing private is assumed. The same
 :class:`~attacker.interceptor.service.InterceptorService` as in simulation then attacks the captures (live or after the
-proxy stops) and writes the same logs, metrics and gallery.
+proxy stops) and writes the same logs, metrics and gallery. Scoring needs the clients' evaluation-only log: given
+the federation's output folder (``--evaluation-runs``, reachable when the proxy runs beside the SuperLink), the
+gallery carries the same metrics as a simulated run's; without it, the report says "not scored" and where it
+looked.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ class DeployedRuns:
     """One :class:`InterceptorService` per run seen by the proxy; callbacks come from the proxy's parser thread."""
 
     def __init__(self, base: Path, settings: InterceptorConfig, sections: Sections,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, evaluation_runs: Path | None = None) -> None:
         self.base, self.settings, self.sections, self.log = Path(base), settings, sections, log
+        self.evaluation_runs = evaluation_runs   # the federation's output-dir (scoring only), when reachable
         self.services: dict[str, InterceptorService] = {}
         self.failed: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -53,8 +57,10 @@ class DeployedRuns:
             run_dir = self.base / key
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(RunFolder(run_dir).config_file,
-                                  observed_run_metadata(run_id, overrides, observed, self.sections))
+                meta = observed_run_metadata(run_id, overrides, observed, self.sections)
+                if self.evaluation_runs is not None:     # the scorer's, never the attacker's
+                    meta["evaluation_dir"] = str(self.evaluation_runs / key)
+                atomic_write_json(RunFolder(run_dir).config_file, meta)
                 service = InterceptorService(run_dir, self.settings, log=self.log)
                 service.start()
             except Exception as exc:  # noqa: BLE001 - an attacker-side failure must never reach the relay

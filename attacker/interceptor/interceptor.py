@@ -20,19 +20,28 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from attacker.interceptor.config import InterceptorConfig
 from attacker.reconstruct.attacks import ATTACKS
 from attacker.reconstruct.engine import Attacker
 from attacker.reconstruct.knowledge import public_knowledge
 from attacker.reconstruct.loop import Progress, Reconstruction
 from attacker.reconstruct.threat import AttackTarget, NotApplicable
-from attacker.scoring.gallery import render_index, skip_notes, summary_table, write_summary
+from attacker.scoring.gallery import headline, render_index, skip_notes, summary_table, write_summary
+from attacker.scoring.label_leakage import label_leakage, leakage_lines
 from attacker.scoring.metrics import chance
 from attacker.scoring.scorer import Scorer, summarise_attack
 from attacker.wire.capture import CaptureRecord, CaptureStore, wire_view
 from fednas.data import load_dataset
 from fednas.run_folder import RunFolder
 from fednas.storage import append_record, read_jsonl
+
+
+def latest(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last line of every (capture, attack): a retried capture counts once, as its latest outcome."""
+    last = {(r["capture_id"], r.get("attack", "adra")): r for r in lines}
+    return list(last.values())
 
 
 def balanced_shard(groups: list[list[Any]], k: int, n: int) -> list[list[Any]]:
@@ -56,9 +65,12 @@ class Interceptor:
     """Attack captures of one run folder and keep its ``reconstructions/<threat-model>/`` gallery current."""
 
     def __init__(self, run_dir: Path, settings: InterceptorConfig | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, evaluation_dir: Path | None = None) -> None:
         self.folder = RunFolder(run_dir)
         self.run_dir, self.meta = self.folder.path, self.folder.meta()
+        # where the clients wrote the evaluation-only log: this folder in simulation; in a deployment the
+        # federation's run folder (named by ``evaluation_dir`` or by the proxy in config.json). Scoring only.
+        self.truth_dir = Path(evaluation_dir or self.meta.get("evaluation_dir") or self.run_dir)
         self.cfg = self.folder.federation()
         self.settings, self.log = settings or self.folder.section(InterceptorConfig), log
         self.store = CaptureStore(self.folder.captures, report=log)
@@ -66,8 +78,9 @@ class Interceptor:
         data = load_dataset(self.folder.dataset(), self.folder.data_root())
         public = public_knowledge(self.cfg, data, self.settings.attack_aux_samples)
         self.attacker = Attacker(public, self.settings)
-        self.scorer = Scorer(self.run_dir, data, public.class_means(), self.cfg.seed, self.out)
+        self.scorer = Scorer(self.truth_dir, data, public.class_means(), self.cfg.seed, self.out)
         self.stats = {"attacked": 0, "failed": 0, "not_applicable": 0}
+        self.tried: set[tuple[str, str]] = set()    # (capture, attack) recorded in this session
         self.wire = {"exchanges": 0, "with_update": 0, "without_update": 0}  # counted by pending()
 
     def targets(self, records: Iterable[CaptureRecord]) -> list[AttackTarget]:
@@ -90,9 +103,17 @@ class Interceptor:
                 self._record_failure(record, error, name, not_applicable)
 
     # --- bookkeeping --------------------------------------------------------------------------------
+    def lines(self) -> list[dict[str, Any]]:
+        """Every readable line of ``metrics.jsonl`` (a line torn by a crash is reported and skipped)."""
+        return read_jsonl(self.out / "metrics.jsonl", skip=self.log)
+
     def done(self) -> set[tuple[str, str]]:
-        """(capture id, attack) pairs already recorded (attacked, failed or not applicable)."""
-        return {(r["capture_id"], r.get("attack", "adra")) for r in read_jsonl(self.out / "metrics.jsonl")}
+        """(capture id, attack) pairs attacked or found not applicable (which the threat model of this folder
+        decides), and those tried in this session. A failure from an earlier session is tried again; within a
+        session it is not, so a live worker never loops on a capture it cannot attack."""
+        settled = {(r["capture_id"], r.get("attack", "adra")) for r in self.lines()
+                   if not r.get("error") or r.get("not_applicable")}
+        return settled | self.tried
 
     def pending(self, wanted: set[str] | None = None) -> list[CaptureRecord]:
         """Captures with a client update and an attack not run yet; also counts what the wire carried."""
@@ -112,6 +133,7 @@ class Interceptor:
     def _record_failure(self, record: CaptureRecord, error: str, attack: str = "adra",
                         not_applicable: bool = False) -> None:
         self.log(f"archleak interceptor: capture {record.capture_id} ({attack}): {error}")
+        self.tried.add((record.capture_id, attack))
         append_record(self.out / "metrics.jsonl", {**self._base_record(record, attack), "error": error,
                                                    "not_applicable": not_applicable, "images": []})
 
@@ -165,17 +187,23 @@ class Interceptor:
         append_record(self.out / "metrics.jsonl", {**self._base_record(record, name), **scored,
                                                    "match_loss": recon.match_loss,
                                                    "seconds_per_image": recon.seconds / len(recon.images)})
+        self.tried.add((record.capture_id, name))
 
     # --- reports ------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Per attack (``by_attack``) and, at the top level, ADRA's (else the first attack's) figures."""
-        lines = read_jsonl(self.out / "metrics.jsonl")
+        lines = latest(self.lines())
         names = self.settings.attack_names()
         by_attack = {n: summarise_attack([r for r in lines if r.get("attack", "adra") == n]) for n in names}
         primary = "adra" if "adra" in names else names[0]
+        classes = self.attacker.public.spec.num_classes
+        population = np.bincount(self.attacker.public.aux_labels.numpy(), minlength=classes)
+        leak = label_leakage(lines, self.scorer.label_truth(self.cfg, Path(self.folder.data_root())), population,
+                             classes)
         return {"threat_model": self.settings.threat_model, "wire": dict(self.wire), "attacks": names,
+                "label_leakage": leak, "preset": self.settings.attack_preset,
                 **by_attack[primary], "by_attack": by_attack,
-                "chance": chance(self.attacker.public.spec.num_classes),
+                "chance": chance(self.attacker.public.spec.num_classes), "evaluation_log": self.scorer.describe(),
                 "stats": dict(self.stats), "settings": self.settings.attack().model_dump(by_alias=True)}
 
     def refresh(self) -> dict[str, Any]:
@@ -186,8 +214,12 @@ class Interceptor:
         return summary
 
     def report(self) -> str:
-        summary = self.refresh()
+        """The summary table as text; ``summary.json`` and the gallery are rewritten only when this session
+        recorded something (a rerun that attacks nothing must not relabel old results with new settings)."""
+        fresh = self.tried or not (self.out / "summary.json").exists()
+        summary = self.refresh() if fresh else self.summary()
         rows = summary_table(summary)
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join(["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-                         + skip_notes(summary))
+        return "\n".join([headline(summary)]
+                         + ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+                         + skip_notes(summary) + leakage_lines(summary.get("label_leakage", {})))

@@ -16,6 +16,10 @@ import numpy as np
 from fednas.serve import DEFAULT_BATCH, NPY, check_images, decode_npy, encode_npy
 
 
+class ServiceError(RuntimeError):
+    """The prediction service cannot be reached or refused a request (the message is one line)."""
+
+
 class HttpBlackBox:
     """A client of ``archleak serve``: the same interface as :class:`ModelBlackBox`, over HTTP."""
 
@@ -33,7 +37,10 @@ class HttpBlackBox:
                 return resp.headers.get("Content-Type", ""), resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
-            raise RuntimeError(f"prediction service {self.url} answered {exc.code}: {detail}") from None
+            raise ServiceError(f"prediction service {self.url} answered {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceError(f"prediction service {self.url} is unreachable: {reason}") from None
 
     def info(self) -> dict[str, Any]:
         if self._info is None:
@@ -46,7 +53,7 @@ class HttpBlackBox:
         for start in range(0, len(arr), self.batch_size):
             kind, body = self._request("/v1/predict", encode_npy(arr[start:start + self.batch_size]))
             if not kind.startswith(NPY):
-                raise RuntimeError(f"prediction service {self.url} answered {kind!r}, expected {NPY}")
+                raise ServiceError(f"prediction service {self.url} answered {kind!r}, expected {NPY}")
             out.append(decode_npy(body))
         k = int(self.info()["num_classes"])
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.float32)

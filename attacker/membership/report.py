@@ -12,18 +12,46 @@ import numpy as np
 
 from attacker.membership.evaluate import AmiaResult
 from attacker.membership.metrics import roc
+from fednas.run_folder import RunFolder
+from fednas.search_space import spec_for_paper_p
 from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, package_versions
 
-# the paper's AMIA attack accuracy (DARTS, P = 64, η = 1), for the comparison column
+# the paper's AMIA attack accuracy (DARTS, P = 64, η = 1), for the comparison column: shown only beside a run of
+# that cell (the searched supernet of the P = 64 search space, η = 1, on that dataset)
 PAPER_ACCURACY = {"mnist": 0.56, "cifar10": 0.67, "cifar10-subset": 0.67, "cifar100": 0.86}
+PAPER_P, PAPER_ETA, SEARCHED = 64, 1.0, "supernet with final α"
 COLUMNS = ("members", "n", "accuracy", "advantage", "precision", "recall", "f1", "auc", "tpr@1%fpr",
            "tpr@0.1%fpr", "best_accuracy", "target_acc_members", "target_acc_nonmembers", "paper_accuracy")
 KIND_LABEL = {"alpha": "D^α (architecture data)", "alpha-used": "D^α used in α steps",
               "theta": "D^θ (weights' data, reference)"}
 
 
+def paper_cell(result: AmiaResult) -> tuple[float | None, str]:
+    """The paper's figure for this run's cell, or None and why not (a paper number is printed only beside the
+    cell it belongs to)."""
+    dataset = str(result.target.get("dataset"))
+    number = PAPER_ACCURACY.get(dataset)
+    if number is None:
+        return None, f"the paper reports no AMIA accuracy for {dataset}"
+    cell = f"the paper's {number} on {dataset} is for DARTS at P = {PAPER_P}, η = {PAPER_ETA:g}"
+    if result.target.get("model") != SEARCHED:
+        return None, f"not shown: the target is the {result.target.get('model')}; {cell}"
+    if result.config.eta != PAPER_ETA:
+        return None, f"not shown: this run has η = {result.config.eta:g}; {cell}"
+    try:
+        knobs = RunFolder(result.run_dir).federation().knobs()
+    except (OSError, ValueError) as exc:
+        return None, f"not shown: the run's search space cannot be read ({exc}); {cell}"
+    paper = spec_for_paper_p(PAPER_P)
+    mine = (knobs["cells"], knobs["nodes"], knobs["alpha_sharing"])
+    if mine != (paper.cells, paper.nodes, paper.alpha_sharing):
+        return None, (f"not shown: this run searches {mine[0]} cells × {mine[1]} nodes ({mine[2]} α), the paper's "
+                      f"P = {PAPER_P} maps to {paper.cells} × {paper.nodes} ({paper.alpha_sharing}); {cell}")
+    return number, cell
+
+
 def rows(result: AmiaResult) -> list[dict[str, Any]]:
-    paper = PAPER_ACCURACY.get(str(result.target.get("dataset")))
+    paper, _ = paper_cell(result)
     out = []
     for kind, m in result.metrics.items():
         acc = result.target_accuracy[kind]
@@ -56,7 +84,7 @@ def amia_markdown(result: AmiaResult) -> str:
               "Members and non-members are balanced, so chance is 0.5 accuracy and 0.5 AUC; TPR at FPR x is x "
               "for a random guess."), "",
               "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()), ""]
-    lines += [f"Note: {n}" for n in result.notes]
+    lines += [f"Note: {n}" for n in [*result.notes, "paper_accuracy: " + paper_cell(result)[1]]]
     return "\n".join(lines) + "\n"
 
 

@@ -81,6 +81,8 @@ def reconstruct_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, 
     onehot = F.one_hot(flat_labels, public.spec.num_classes).float()
 
     def losses() -> tuple[torch.Tensor, torch.Tensor]:
+        if settings.attack_denoise_every_iteration:
+            params.denoise_(settings.attack_kappa)
         images = params.images()
         soft = onehot if label_logits is None else F.softmax(label_logits, -1)
         pred = flatten(predicted_update(model, alpha_rows, images, soft, owner, step, rule), groups)

@@ -47,8 +47,8 @@ from attacker.reconstruct.update import flatten
 def _check(targets: Sequence[AttackTarget], settings: AttackSettings, joint: bool) -> Schedule:
     first = targets[0]
     if any(t.theta_delta is None for t in targets) or first.schedule is None:
-        raise NotApplicable(f"{first.capture_id}: no Δθ on the wire (share-weights = false, or an α-only "
-                            f"threat model)")
+        raise NotApplicable("no Δθ on the wire (share-weights = false, or an α-only "
+                            "threat model)")
     if any(t.theta_key != first.theta_key or t.schedule != first.schedule for t in targets):
         raise ValueError("θ attacks batch captures that share weights and local-search schedule")
     sched = first.schedule
@@ -56,7 +56,7 @@ def _check(targets: Sequence[AttackTarget], settings: AttackSettings, joint: boo
     if joint and settings.joint_data == "disjoint":
         count += sched.alpha.steps * sched.alpha.batch_size
     if count > settings.inversion_max_images:
-        raise NotApplicable(f"{first.capture_id}: the update holds {count} images, more than inversion-max-images = "
+        raise NotApplicable(f"the update holds {count} images, more than inversion-max-images = "
                             f"{settings.inversion_max_images} (raise it to attack; each image costs a double "
                             f"backward per iteration)")
     if joint and settings.joint_data == "shared" and (sched.alpha.steps * sched.alpha.batch_size

@@ -82,6 +82,14 @@ class ImageParams:
     def images(self) -> torch.Tensor:
         return torch.sigmoid(self.param) if self.prior is None else self.prior.decode(self.param)
 
+    @torch.no_grad()
+    def denoise_(self, kappa: float) -> None:
+        """The paper's denoising applied to the parameters: every pixel above ``kappa`` is set back to (almost) 0,
+        and may grow again. Boxed pixels only (a learned prior has no pixels to reset)."""
+        if self.prior is not None:
+            raise ValueError("denoising every iteration needs attack-prior = pixel")
+        self.param[torch.sigmoid(self.param) > kappa] = torch.logit(torch.tensor(0.02)).item()
+
 
 # (labels, public, shape, noise in [0, 1)) -> start images in [0, 1]
 Init = Callable[[torch.Tensor, PublicKnowledge, tuple[int, ...], torch.Tensor], torch.Tensor]

@@ -113,7 +113,7 @@ def _alphas(view: WireView) -> tuple[dict[str, torch.Tensor], dict[str, torch.Te
     before, _ = split_state(view.broadcast)
     after, _ = split_state(view.reply)
     if not before or set(before) != set(after):
-        raise NotApplicable(f"{view.capture_id}: no α before and after on the wire")
+        raise NotApplicable("no α before and after on the wire")
     return before, {g: after[g] - before[g] for g in before}
 
 
@@ -143,7 +143,7 @@ def wire(view: WireView, public: PublicKnowledge, own_theta: Mapping[str, torch.
     before, delta = _alphas(view)
     _, theta = split_state(view.broadcast)
     if not theta:
-        raise NotApplicable(f"{view.capture_id}: the broadcast carries no weights (share-weights = false)")
+        raise NotApplicable("the broadcast carries no weights (share-weights = false)")
     _, theta_after = split_state(view.reply)
     theta_delta = {k: theta_after[k] - theta[k] for k in theta} if set(theta_after) == set(theta) else None
     rule = update_rule(view)

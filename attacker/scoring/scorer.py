@@ -17,10 +17,21 @@ import torch
 
 from attacker.reconstruct.loop import Reconstruction
 from attacker.scoring.gallery import grid_png
-from attacker.scoring.metrics import Oracle, Truth, build_truth, cached_oracle, score_images, success_rates
+from attacker.scoring.label_leakage import true_counts
+from attacker.scoring.metrics import (
+    CRITERIA,
+    Oracle,
+    Truth,
+    build_truth,
+    cached_oracle,
+    score_images,
+    success_rates,
+)
+from attacker.scoring.stats import mean_ci, wilson
 from attacker.wire.capture import CaptureRecord
+from fednas.config import RunConfig
 from fednas.data import ImageData
-from fednas.evaluation_log import read_alpha_batches
+from fednas.evaluation_log import evaluation_folder, read_alpha_batches
 from fednas.storage import atomic_write_bytes
 
 
@@ -38,6 +49,19 @@ class Scorer:
             self._oracle = cached_oracle(self.data.name, self.data.train_images.float() / 255,
                                          self.data.train_labels, self.data.num_classes)
         return self._oracle
+
+    def label_truth(self, cfg: RunConfig, root: Path) -> dict[int, dict[str, Any]]:
+        """Per node: its partition and the label counts of its D^α and D^θ (for the label-leakage score)."""
+        try:
+            return true_counts(self.run_dir, cfg, self.data.name, root, self.data.train_labels.numpy(),
+                               self.data.num_classes)
+        except (OSError, ValueError, KeyError, IndexError):
+            return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Where the evaluation-only log is looked for, and whether it is there (a report says which)."""
+        folder = evaluation_folder(self.run_dir)
+        return {"path": str(folder), "present": folder.is_dir() and any(folder.iterdir())}
 
     def truth(self, record: CaptureRecord, keys: Sequence[str]) -> Truth | None:
         """The capture's true images: the batches named by ``keys`` of the evaluation-only log, in step order."""
@@ -73,7 +97,32 @@ def summarise_attack(lines: Sequence[dict[str, Any]]) -> dict[str, Any]:
         attack["label"] = base["label"] = float(np.mean([m["label_correct"] for m in images]))
     secs = [r["seconds_per_image"] for r in ok]
     skipped = [r for r in lines if r.get("not_applicable")]
+    failed = [r for r in lines if r.get("error") and not r.get("not_applicable")]
+    intervals = {"attack": rate_intervals(images), "baseline": rate_intervals([m["baseline"] for m in images])}
+    if images:
+        intervals["attack"]["label"] = intervals["baseline"]["label"] = count_interval(
+            [bool(m["label_correct"]) for m in images])
     return {"captures": len(ok), "images_scored": len(images), "attack": attack, "baseline": base,
+            "intervals": intervals,
             "seconds_per_image": float(np.mean(secs)) if secs else None, "not_applicable": len(skipped),
-            "failed": len(lines) - len(ok) - len(skipped),
-            "why_not": skipped[-1]["error"].split(": ", 2)[-1] if skipped else ""}
+            "failed": len(failed),
+            "why_not": skipped[-1]["error"].removeprefix("not applicable: ") if skipped else "",
+            "why_failed": failed[-1]["error"].splitlines()[0] if failed else ""}
+
+
+def count_interval(hits: Sequence[bool]) -> dict[str, Any]:
+    k, n = int(sum(hits)), len(hits)
+    lo, hi = wilson(k, n)
+    return {"k": k, "n": n, "low": lo, "high": hi}
+
+
+def rate_intervals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per criterion: successes k of n images with a 95% Wilson interval; per mean (PSNR, SSIM, MSE): a 95%
+    normal interval."""
+    if not rows:
+        return {}
+    out: dict[str, Any] = {c: count_interval([bool(r[c]) for r in rows]) for c in CRITERIA}
+    for key in ("mse", "psnr", "ssim"):
+        _, lo, hi = mean_ci([float(r[key]) for r in rows])
+        out[key] = {"n": len(rows), "low": lo, "high": hi}
+    return out

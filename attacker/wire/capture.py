@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fednas.storage import CorruptFile, append_record, load_tensors, save_tensors
 
 SCHEMA_VERSION = 1
+DIGEST = r"^[0-9a-f]{64}$"    # a blob's name is its SHA-256: nothing else may name a path
 Scalar = int | float | str | bool
 
 
@@ -43,10 +45,10 @@ class CaptureRecord(BaseModel):
     sent_at: float
     replied_at: float | None
     broadcast_config: dict[str, Scalar | list[Scalar]]
-    broadcast_blob: str
+    broadcast_blob: str = Field(pattern=DIGEST)
     broadcast_arrays: list[str]
     reply_metrics: dict[str, float]
-    reply_blob: str | None
+    reply_blob: str | None = Field(pattern=DIGEST)
     reply_arrays: list[str]
     reply_error: str | None = None
 
@@ -120,9 +122,11 @@ class CaptureStore:
                 self.report(f"capture index {self.index}:{number}: unreadable line skipped ({exc.__class__.__name__})")
 
     def load_blob(self, digest: str) -> dict[str, torch.Tensor]:
+        if not re.fullmatch(DIGEST, digest):
+            raise CorruptFile(f"{digest[:80]!r} is not a blob name (a SHA-256 in hex)")
         path = self.blobs / f"{digest}.safetensors"
-        if not path.exists():
-            raise CorruptFile(f"{path}: missing")
+        if path.is_symlink():
+            raise CorruptFile(f"{path}: a link, not a blob")
         tensors, meta = load_tensors(path)
         if meta.get("sha256") != digest or content_hash(tensors) != digest:
             raise CorruptFile(f"{path}: content does not match its hash")

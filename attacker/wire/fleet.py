@@ -110,8 +110,9 @@ class WireObserver:
     def __init__(self, base: Path, max_cache_bytes: int = 512 * 2**20,
                  on_capture: Callable[[Path, CaptureRecord], None] | None = None,
                  log: Callable[[str], None] = print, max_pending_s: float = 3600.0,
-                 on_run: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+                 on_run: Callable[[int, dict[str, Any]], None] | None = None, max_pending: int = 4096) -> None:
         self.base, self.log, self.on_capture, self.max_pending_s = Path(base), log, on_capture, max_pending_s
+        self.max_pending = max_pending     # message trees awaiting their objects, per direction (oldest go first)
         self.on_run = on_run
         self.runs: dict[int, dict[str, Any]] = {}
         self._round_objects: dict[tuple[int, int], set[str]] = {}
@@ -148,12 +149,20 @@ class WireObserver:
     def _pull_messages(self, request: bytes, response: bytes) -> None:
         res = PullMessagesResponse.FromString(response)
         for msg, tree in zip(res.messages_list, res.message_object_trees, strict=False):
-            self._instructions[tree.object_id] = _Pending(tree, time.time(), _ids(tree))
+            self._wait(self._instructions, tree)
 
     def _push_messages(self, request: bytes, response: bytes) -> None:
         req = PushMessagesRequest.FromString(request)
         for msg, tree in zip(req.messages_list, req.message_object_trees, strict=False):
-            self._replies[tree.object_id] = _Pending(tree, time.time(), _ids(tree))
+            self._wait(self._replies, tree)
+
+    def _wait(self, pending: dict[str, _Pending], tree: ObjectTree) -> None:
+        """Hold a message tree until its objects have crossed the wire; beyond ``max_pending`` trees the oldest
+        is given up (counted as incomplete), so crafted trees whose objects never come cannot grow memory."""
+        pending[tree.object_id] = _Pending(tree, time.time(), _ids(tree))
+        while len(pending) > self.max_pending:
+            del pending[next(iter(pending))]
+            self.stats.incomplete_replies += 1
 
     def _get_run(self, request: bytes, response: bytes) -> None:
         run = GetRunResponse.FromString(response).run

@@ -32,3 +32,42 @@ def test_jsonl_append(tmp_path):
     append_jsonl(path, {"round": 1})
     append_jsonl(path, {"round": 2})
     assert read_jsonl(path) == [{"round": 1}, {"round": 2}]
+
+
+def test_atomic_writes_honour_the_umask_and_private_files_are_never_readable(tmp_path):
+    import os
+    import stat
+
+    from fednas.storage import atomic_write_bytes
+
+    old = os.umask(0o077)
+    try:
+        atomic_write_bytes(tmp_path / "checkpoint", b"weights")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "checkpoint").stat().st_mode) == 0o600
+    os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "report", b"figures")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report").stat().st_mode) == 0o644
+
+
+def test_private_keys_are_0600_before_they_reach_their_path(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from simulations.certs import generate_certificates
+
+    seen = {}
+    replace = os.replace
+
+    def spy(src, dst):                       # the mode a file has at the moment it appears at its path
+        seen[os.path.basename(dst)] = stat.S_IMODE(os.stat(src).st_mode)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    generate_certificates(tmp_path / "certs")
+    assert seen["ca.key"] == seen["server.key"] == 0o600
+    assert seen["ca.crt"] & 0o044, "certificates stay readable"

@@ -84,3 +84,23 @@ def test_amia_scenario_table5_and_bench(run, tmp_path):
     assert result.exit_code == 0, result.output
     case = json.loads(out.read_text())["cases"][0]
     assert case["shadow"] == "fixed" and 0 <= case["alpha"]["auc"] <= 1 and case["seconds"]["evaluation"] > 0
+
+
+def test_an_unexpected_failure_is_one_line_without_a_traceback(run, tmp_path, capsys, monkeypatch):
+    import socket
+
+    from simulations.cli import main
+
+    with socket.socket() as s:          # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.delenv("ARCHLEAK_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["amia", "--run", str(run), "--url", url, "--out", str(tmp_path / "a"), *FAST])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1
+    assert re.fullmatch(rf"archleak: error: ServiceError: prediction service {re.escape(url)} is unreachable: .+ "
+                        r"\(ARCHLEAK_DEBUG=1 shows the traceback\)", err), err
+    monkeypatch.setenv("ARCHLEAK_DEBUG", "1")
+    with pytest.raises(Exception, match="is unreachable"):
+        main(["amia", "--run", str(run), "--url", url, "--out", str(tmp_path / "b"), *FAST])

@@ -2,7 +2,6 @@
 
 import functools
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, require_program
 
 VARIANTS = [[], ["deploy/compose.no-interceptor.yml"], ["deploy/compose.tls.yml"]]
 # the executable each image runs: Flower's images have theirs as entrypoint, the app image runs flower-superexec
@@ -24,8 +23,7 @@ def compose_args(variant: list[str]) -> list[str]:
 
 @functools.cache
 def _config(variant: tuple[str, ...]) -> str:
-    if shutil.which("docker-compose") is None:
-        pytest.fail("docker-compose is not installed (.ci/run installs Debian's docker-compose)")
+    require_program("docker-compose", "apt-get install docker-compose; .ci/run installs it")
     # Debian's docker-compose is a program of the system Python: keep the test process's Python settings
     # (PYTHONPATH and friends, which in-process Ray simulations may set) away from it
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}

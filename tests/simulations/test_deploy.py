@@ -5,6 +5,7 @@ process start-up and polling: without the proxy, through it, with TLS, and with 
 """
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -102,6 +103,12 @@ def test_through_the_proxy_every_reply_is_captured_attacked_and_the_model_is_unc
     assert all("alpha:normal" in r.reply_arrays and "theta:stem.0.weight" in r.broadcast_arrays for r in records)
     metrics = read_jsonl(run_dir / "reconstructions" / "wire" / "metrics.jsonl")
     assert len(metrics) == 4 and not any(m.get("error") for m in metrics)
+    # scored like a simulated run: the clients' evaluation-only log (under the SuperLink side's runs/) is reachable
+    summary = json.loads((run_dir / "reconstructions" / "wire" / "summary.json").read_text())
+    assert summary["evaluation_log"]["present"], summary["evaluation_log"]
+    assert all("psnr" in image and "ssim" in image for m in metrics for image in m["images"])
+    assert summary["images_scored"] == sum(len(m["images"]) for m in metrics) > 0
+    assert "not scored" not in (run_dir / "reconstructions" / "wire" / "index.html").read_text()
     assert (run_dir / "reconstructions" / "wire" / "index.html").exists()
 
 

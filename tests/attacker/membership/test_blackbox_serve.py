@@ -2,6 +2,8 @@
 
 import json
 import re
+import shutil
+import socket
 import urllib.error
 import urllib.request
 
@@ -10,9 +12,11 @@ import pytest
 import torch
 
 from attacker.membership.blackbox import HttpBlackBox
+from fednas.http_server import start_server
 from fednas.resnet import ResNet
-from fednas.run_folder import RunNotFound
-from fednas.serve import model_black_box, start_server
+from fednas.run_folder import RunFolder, RunNotFound
+from fednas.serve import model_black_box
+from fednas.storage import load_tensors, save_tensors
 from simulations.targets import load_target
 
 
@@ -22,10 +26,9 @@ def served():
     model = ResNet(8, 1, 10, (0.13,), (0.31,))
     box = model_black_box(model, {"num_classes": 10, "channels": 1, "height": 28, "width": 28, "dtype": "uint8",
                                   "model": "resnet-8"}, torch.device("cpu"), batch_size=64)
-    server, _thread = start_server(box, "127.0.0.1", 0)
+    server = start_server(box, "127.0.0.1", 0)
     yield box, server
     server.shutdown()
-    server.server_close()
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
@@ -80,3 +83,43 @@ def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"config": {}, "dataset": "digits"}))
     with pytest.raises(RunNotFound, match="holds no model"):
         load_target(tmp_path, torch.device("cpu"))
+
+
+def test_an_unreachable_service_is_one_line():
+    from attacker.membership.blackbox import ServiceError
+
+    with socket.socket() as s:          # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ServiceError, match=r"^prediction service http://127\.0\.0\.1:\d+ is unreachable: .+$"):
+        HttpBlackBox(f"http://127.0.0.1:{port}").info()
+
+
+def _copy(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("reconstructions", "captures"))
+    return copy
+
+
+def test_a_damaged_newest_checkpoint_is_named_with_the_round_that_answers(tiny_run, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    newest, path = RunFolder(run).checkpoints()[0]
+    shutil.copy(path, path.with_name(f"round-{newest - 1:04d}.safetensors"))   # keep an older one in any case
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    lines = []
+    box = load_target(run, torch.device("cpu"), log=lines.append)
+    assert box.info()["round"] == newest - 1
+    assert any(f"round-{newest:04d}" in line and "skipping damaged checkpoint" in line for line in lines)
+    assert f"archleak: the model of round {newest - 1} answers (round {newest} is damaged)" in lines
+
+
+def test_a_checkpoint_of_another_shape_is_a_clear_error(tiny_run, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    _, path = RunFolder(run).checkpoints()[0]
+    tensors, meta = load_tensors(path)
+    name = next(k for k in tensors if k.startswith("alpha:"))
+    tensors[name] = torch.zeros(5, 3)
+    save_tensors(path, tensors, meta)
+    (RunFolder(run).checkpoint_dir / "round-9999.safetensors").mkdir()      # a folder is not a checkpoint
+    with pytest.raises(ValueError, match=rf"state entry '{name}' has shape \[5, 3\]; the model needs"):
+        load_target(run, torch.device("cpu"))

@@ -1,6 +1,10 @@
+import json
+
+import pytest
 import torch
 
 from attacker.wire.capture import CaptureRecord, CaptureStore, capture_id
+from fednas.storage import CorruptFile, save_tensors
 
 
 def record(store, server_round, node, broadcast, reply):
@@ -50,3 +54,38 @@ def test_tampered_blob_fails_its_hash(tmp_path):
     save_tensors(store.blobs / f"{rec.reply_blob}.safetensors", {"alpha:a": torch.full((2,), 9.0)},
                  {"sha256": rec.reply_blob})
     assert list(store.captures()) == [] and "does not match" in messages[0]
+
+
+def test_a_blob_name_that_is_not_a_digest_is_refused_before_any_path_is_built(tmp_path):
+    store = CaptureStore(tmp_path / "captures", report=lambda line: None)
+    (tmp_path / "outside").mkdir()
+    save_tensors(tmp_path / "outside" / "secret.safetensors", {"x": torch.zeros(1)}, {})
+    good = {"capture_id": "c", "run_id": "1", "server_round": 1, "node_id": 1, "message_type": "train",
+            "tap": "simulation-grid", "sent_at": 0.0, "replied_at": 0.0, "broadcast_config": {},
+            "broadcast_blob": "0" * 64, "broadcast_arrays": [], "reply_metrics": {}, "reply_blob": None,
+            "reply_arrays": []}
+    seen = []
+    store.report = seen.append
+    store.index.parent.mkdir(parents=True)
+    lines = [{**good, "reply_blob": "../../outside/secret"}, {**good, "broadcast_blob": "/etc/passwd"}, good]
+    store.index.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert [r.capture_id for r in store.records()] == ["c"] and len(seen) == 2
+    with pytest.raises(CorruptFile, match="not a blob name"):
+        store.load_blob("../../outside/secret")
+
+
+def test_a_linked_or_oversized_blob_is_refused_without_reading_it(tmp_path):
+    store = CaptureStore(tmp_path / "captures", report=lambda line: None)
+    digest = store.put_blob({"x": torch.ones(3)})
+    path = store.blobs / f"{digest}.safetensors"
+    target = tmp_path / "elsewhere.safetensors"
+    path.rename(target)
+    path.symlink_to(target)
+    with pytest.raises(CorruptFile, match="a link"):
+        store.load_blob(digest)
+    path.unlink()
+    with open(path, "wb") as fh:              # a valid header followed by a gigabyte of nothing (sparse)
+        fh.write(target.read_bytes())
+        fh.truncate(2**30)
+    with pytest.raises(CorruptFile, match="but its header describes"):
+        store.load_blob(digest)
