@@ -81,7 +81,10 @@ def test_clients_that_reset_leak_no_upstream_connection(tmp_path):
                 await asyncio.sleep(0.02)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
             s.close()                                              # RST
-        await asyncio.sleep(0.5)
+        for _ in range(100):                                       # closing propagates asynchronously
+            if upstream.open == 0:
+                break
+            await asyncio.sleep(0.05)
         still_open = upstream.open
         report = await proxy.stop()
         upstream.server.close()
@@ -99,10 +102,11 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(tmp_path):
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
         closed = await asyncio.wait_for(reader.read(), 10)         # the proxy closes: EOF
         writer.close()
+        held = upstream.open
         busy = await exchange(proxy_port, post("/v1/fleet/get-run", b"ok"))   # a live client is unaffected
         report = await proxy.stop()
         upstream.server.close()
-        return closed, upstream.open, busy, report
+        return closed, held, busy, report
 
     closed, upstream_open, busy, report = asyncio.run(scenario())
     assert closed == b"" and report["proxy"]["idle_closed"] >= 1 and busy.endswith(b"ok")
