@@ -37,6 +37,8 @@ from fednas.data import load_dataset
 from fednas.run_folder import RunFolder
 from fednas.storage import append_record, read_jsonl
 
+INVERSIONS = ("theta", "joint")   # the attacks that invert Δθ (seconds per image): inversion-clients limits them
+
 
 def latest(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The last line of every (capture, attack): a retried capture counts once, as its latest outcome."""
@@ -109,10 +111,10 @@ class Interceptor:
 
     def done(self) -> set[tuple[str, str]]:
         """(capture id, attack) pairs attacked or found not applicable (which the threat model of this folder
-        decides), and those tried in this session. A failure from an earlier session is tried again; within a
-        session it is not, so a live worker never loops on a capture it cannot attack."""
+        decides), and those tried in this session. A failure, or a capture left out by ``inversion-clients``, from
+        an earlier session is tried again; within a session it is not, so a live worker never loops on it."""
         settled = {(r["capture_id"], r.get("attack", "adra")) for r in self.lines()
-                   if not r.get("error") or r.get("not_applicable")}
+                   if not r.get("error") or r.get("not_applicable") and not r.get("budget")}
         return settled | self.tried
 
     def pending(self, wanted: set[str] | None = None) -> list[CaptureRecord]:
@@ -131,11 +133,11 @@ class Interceptor:
                 "threat_model": self.settings.threat_model, "attack": attack, "time": time.time()}
 
     def _record_failure(self, record: CaptureRecord, error: str, attack: str = "adra",
-                        not_applicable: bool = False) -> None:
+                        not_applicable: bool = False, budget: bool = False) -> None:
         self.log(f"archleak interceptor: capture {record.capture_id} ({attack}): {error}")
         self.tried.add((record.capture_id, attack))
         append_record(self.out / "metrics.jsonl", {**self._base_record(record, attack), "error": error,
-                                                   "not_applicable": not_applicable, "images": []})
+                                                   "not_applicable": not_applicable, "budget": budget, "images": []})
 
     def process(self, records: Sequence[CaptureRecord], callbacks: Sequence[Callable[[Progress], None]] = (),
                 shard: tuple[int, int] = (0, 1)) -> int:
@@ -155,10 +157,30 @@ class Interceptor:
         done, attacked = self.done(), 0
         for name in self.settings.attack_names():
             for group in grouped.values():
-                todo = [t for t in group if (t.capture_id, name) not in done]
+                todo = self._followed([t for t in group if (t.capture_id, name) not in done], name, by_id)
                 for start in range(0, len(todo), size):
                     attacked += self._run(name, todo[start:start + size], by_id, callbacks)
         return attacked
+
+    def _followed(self, todo: list[AttackTarget], name: str, by_id: dict[str, CaptureRecord]) -> list[AttackTarget]:
+        """The targets an inversion attack takes under ``inversion-clients = N``: those of the first N clients
+        seen on the wire (a targeted eavesdropper); the others are recorded as not attacked, and a later session
+        with another setting takes them."""
+        n = self.settings.inversion_clients
+        if n == 0 or name not in INVERSIONS:
+            return todo
+        seen: list[int] = []
+        for record in self.store.records():
+            if record.node_id not in seen:
+                seen.append(record.node_id)
+        followed = set(seen[:n])
+        for t in todo:
+            if by_id[t.capture_id].node_id not in followed:
+                self.stats["not_applicable"] += 1
+                self._record_failure(by_id[t.capture_id], f"not applicable: not attacked, the {name} attack "
+                                     f"follows the first {n} client(s) seen on the wire (inversion-clients = {n}; "
+                                     "0: every client)", name, not_applicable=True, budget=True)
+        return [t for t in todo if by_id[t.capture_id].node_id in followed]
 
     def _run(self, name: str, chunk: list[AttackTarget], by_id: dict[str, CaptureRecord],
              callbacks: Sequence[Callable[[Progress], None]]) -> int:

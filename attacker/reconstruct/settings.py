@@ -111,6 +111,9 @@ class AttackSettings(KebabModel):
         32, ge=1, le=65_536, description="θ/joint attacks skip captures whose update holds more "
                                          "images than this (θ steps x θ batch size): each costs a "
                                          "double backward per iteration")
+    inversion_clients: int = Field(
+        0, ge=0, le=1_000_000, description="θ/joint attacks follow the first N clients seen on the wire (a targeted "
+                                           "eavesdropper; the others are recorded as not attacked); 0: every client")
     joint_alpha_weight: float = Field(0.5, ge=0, le=1, description="joint attack: loss = w·match(Δα) + "
                                                                     "(1 − w)·match(Δθ)")
     joint_data: Literal["disjoint", "shared"] = Field(

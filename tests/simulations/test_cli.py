@@ -1,6 +1,7 @@
 """Smoke tests of every ``archleak`` command (the flwr-run path has its own test)."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -37,6 +38,9 @@ def test_reconstruct_attacks_stored_captures_offline(tiny_run):
     assert (run / "reconstructions" / "architecture-only" / "index.html").exists()
     # the α-only attacker sees no weights: the θ and joint attacks say so instead of guessing
     assert "theta: not applicable to 2 capture(s)" in result.output and "joint: not applicable" in result.output
+    for line in result.output.splitlines():     # a capture's line names that capture only, not its batch's first
+        if "not applicable:" in line:
+            assert len(set(re.findall(r"\d+-r\d{4}-n\d+", line))) == 1, line
     again = runner.invoke(app, ["reconstruct", str(run), "--no-progress", "--threat-model", "architecture-only"])
     assert "0 capture(s) to attack" in again.output     # done captures are not attacked twice
 
@@ -44,6 +48,20 @@ def test_reconstruct_attacks_stored_captures_offline(tiny_run):
 def test_reconstruct_rejects_a_non_run_folder(tmp_path):
     result = runner.invoke(app, ["reconstruct", str(tmp_path)])
     assert result.exit_code != 0 and "not a run folder" in flat(result.output)
+
+
+@pytest.mark.parametrize(("content", "message"), [("{not json", "is not valid JSON"),
+                                                  ('{"dataset": "mnist"}', 'has no "config" object'),
+                                                  ('{"config": {"num-server-rounds": -1}}', "num-server-rounds")])
+def test_a_damaged_config_json_is_a_one_line_usage_error(tmp_path, content, message):
+    (tmp_path / "config.json").write_text(content)
+    result = runner.invoke(app, ["reconstruct", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2 and message in flat(result.output)
+    assert "Traceback" not in result.output
+
+
+def test_crash_output_never_shows_local_variables():
+    assert app.pretty_exceptions_show_locals is False
 
 
 def test_bench_adra_smoke(tmp_path, data_root, mnist_or_digits):

@@ -67,3 +67,17 @@ def test_a_rerun_that_attacks_nothing_keeps_the_summary_of_the_results(run):
     assert rerun.process(rerun.pending()) == 0
     rerun.report()
     assert path.read_text() == before and json.loads(before)["settings"]["attack-iterations"] == 2
+
+
+def test_inversion_clients_follows_the_first_clients_and_a_later_session_takes_the_rest(run):
+    quick = {"attacks": "theta", "inversion-iterations": 2}
+    first = Interceptor(run, settings(run, **quick, **{"inversion-clients": 1}), log=lambda line: None)
+    assert first.process(first.pending()) == 1
+    by = first.summary()["by_attack"]["theta"]
+    assert by["captures"] == 1 and by["not_applicable"] == 1 and "inversion-clients = 1" in by["why_not"]
+    followed = next(iter(first.store.records())).node_id
+    assert [r["node_id"] for r in first.lines() if not r.get("error")] == [followed]
+    assert not first.pending(), "a live worker does not loop on the captures it leaves out"
+    second = Interceptor(run, settings(run, **quick), log=lambda line: None)
+    assert second.process(second.pending()) == 1
+    assert second.summary()["by_attack"]["theta"]["captures"] == 2
