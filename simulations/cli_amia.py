@@ -10,11 +10,12 @@ import typer
 from simulations.cli_common import emit_figures, parse_list, settings_from, stage_bars, toml_pairs
 
 
-def amia_config(shadow: str, shadows: int, eta: float, seed: int, settings: list[str]):
+def amia_config(shadow: str, shadows: int, eta: float, seed: int, settings: list[str], attack: str = "ml-leaks"):
     """The AMIA config from the named options plus ``--set key=value`` pairs (a bad value is a usage error)."""
     from attacker.membership.amia import AmiaConfig
 
-    return settings_from(AmiaConfig, {"shadow": shadow, "shadows": shadows, "eta": eta, "seed": seed}, settings)
+    return settings_from(AmiaConfig, {"shadow": shadow, "shadows": shadows, "eta": eta, "seed": seed,
+                                      "attack": attack}, settings)
 
 
 def amia(
@@ -25,6 +26,9 @@ def amia(
     eta: Annotated[float, typer.Option(help="share of the attacker's data from the target's distribution, (0, 1]")
                    ] = 1.0,
     seed: Annotated[int, typer.Option(help="the AMIA seed")] = 0,
+    attack: Annotated[str, typer.Option(help="ml-leaks (the paper's), lira (offline), lira-online or rmia; the last "
+                                             "three train --set references=N reference models (cached)")
+                      ] = "ml-leaks",
     url: Annotated[str, typer.Option(help="query this prediction service (archleak serve) instead of loading the "
                                           "model in process")] = "",
     model: Annotated[str, typer.Option(help="in process: global (the searched model) or student (DMP)")] = "global",
@@ -47,8 +51,8 @@ def amia(
     from fednas.run_folder import RunNotFound
     from simulations.targets import target_box
 
-    cfg = amia_config(shadow, shadows, eta, seed, settings)
-    suffix = "" if model == "global" else f"-{model}"
+    cfg = amia_config(shadow, shadows, eta, seed, settings, attack)
+    suffix = ("" if model == "global" else f"-{model}") + ("" if cfg.attack == "ml-leaks" else f"-{cfg.attack}")
     folder = out or run / "amia" / f"{cfg.shadow}-eta{cfg.eta:g}-seed{cfg.seed}{suffix}"
     tick, bars = stage_bars() if progress else (lambda *a: None, {})
     try:

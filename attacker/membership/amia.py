@@ -57,12 +57,22 @@ def sorted_log_and_label(posteriors: np.ndarray, labels: np.ndarray, top_k: int)
     return np.c_[sorted_log_posterior(posteriors, labels, top_k), np.log(np.clip(true, 1e-30, None))]
 
 
+MIA_ATTACKS = ("ml-leaks", "lira", "lira-online", "rmia")   # ml-leaks here; the others: attacks.REFERENCE_ATTACKS
+
+
 class AmiaConfig(BaseModel):
     """Every AMIA setting; saved with its results."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     seed: int = Field(0, ge=0, description="drives the population split, shadows, attack model and query sampling")
+    attack: str = Field("ml-leaks", description="membership attack: 'ml-leaks' (the paper's: an MLP on sorted "
+                                                "posteriors), 'lira' (offline), 'lira-online', 'rmia'")
+    references: int = Field(4, ge=2, le=256, description="lira/rmia: reference models; every candidate and population "
+                                                         "sample is in the training data of half of them")
+    population: int = Field(1000, ge=1, le=100_000, description="lira/rmia: population samples from the attacker's "
+                                                                "pool (RMIA compares with them)")
+    rmia_gamma: float = Field(1.0, gt=0, le=1e6, description="rmia: the likelihood-ratio threshold γ")
     shadow: Annotated[str, registered(SHADOWS)] = Field(
         "fixed", description="shadow kind: 'fixed' (ResNet) or 'searchable' (DARTS on shadow data)")
     shadows: int = Field(1, ge=1, description="number of shadow models (the paper uses one)")
@@ -83,6 +93,13 @@ class AmiaConfig(BaseModel):
     attack_lr: float = Field(0.05, gt=0, description="attack-model learning rate (SGD, momentum 0.9)")
     eval_size: int = Field(1000, ge=1, description="at most this many members (and as many non-members) per kind")
     device: str = Field("cpu", description="'cpu', 'cuda' or 'cuda:N'")
+
+    @field_validator("attack")
+    @classmethod
+    def _known_attack(cls, value: str) -> str:
+        if value not in MIA_ATTACKS:
+            raise ValueError(f"unknown attack {value!r}; known: {', '.join(MIA_ATTACKS)}")
+        return value
 
     @field_validator("eta")
     @classmethod

@@ -17,10 +17,20 @@ import numpy as np
 import torch
 
 from attacker.membership.amia import AmiaConfig, fit_attack, scores_from_posteriors
-from attacker.membership.members import MEMBER_KINDS, attacker_pool, member_ids, membership_sets, run_facts
+from attacker.membership.attacks import REFERENCE_ATTACKS
+from attacker.membership.members import (
+    MEMBER_KINDS,
+    QuerySet,
+    attacker_pool,
+    member_ids,
+    membership_sets,
+    run_facts,
+)
 from attacker.membership.metrics import MembershipMetrics, membership_metrics
+from attacker.membership.references import cached_references, universe_of
 from attacker.membership.shadow import MembershipKnowledge, StageProgress
-from fednas.data import load_dataset
+from fednas.batches import ImageSet
+from fednas.data import ImageData, load_dataset
 from fednas.run_folder import RunFolder
 from fednas.search_space import SupernetSpec
 from fednas.seeds import AMIA_STREAM, generator
@@ -73,18 +83,24 @@ def evaluate_run(run_dir: Path, cfg: AmiaConfig, target: BlackBox, *, data_root:
     sets = membership_sets(facts, labels, cfg.eval_size, cfg.seed, clients, chosen, members)
 
     public = membership_knowledge(run_dir, cfg, data_root)
-    attack = fit_attack(public, cfg, generator(cfg.seed, AMIA_STREAM), device, progress)
-    seconds.update(attack.seconds)
-    log(f"archleak: attack model fitted on {cfg.shadows} {cfg.shadow} shadow(s) "
-        f"(shadow train accuracy {np.mean(attack.shadow_train_accuracy):.3f}, "
-        f"attack accuracy on shadow answers {attack.shadow_member_rate:.3f})")
+    if cfg.attack == "ml-leaks":
+        attack = fit_attack(public, cfg, generator(cfg.seed, AMIA_STREAM), device, progress)
+        seconds.update(attack.seconds)
+        log(f"archleak: attack model fitted on {cfg.shadows} {cfg.shadow} shadow(s) "
+            f"(shadow train accuracy {np.mean(attack.shadow_train_accuracy):.3f}, "
+            f"attack accuracy on shadow answers {attack.shadow_member_rate:.3f})")
+        score: Scoring = lambda posteriors, y, ids: scores_from_posteriors(attack, posteriors, y)
+        shadow = {"kind": cfg.shadow, "count": cfg.shadows, "train_accuracy": attack.shadow_train_accuracy,
+                  "attack_accuracy_on_shadows": attack.shadow_member_rate, "pool": len(public.pool)}
+    else:
+        score, shadow = reference_scoring(public, cfg, target, data, sets, device, progress, seconds, log)
 
     tick = time.perf_counter()
     metrics, scores, accuracy = {}, {}, {}
     for kind, query in sets.items():
         posteriors = target.predict(data.train_images[torch.as_tensor(query.ids)].numpy())
         y = labels[query.ids]
-        s = scores_from_posteriors(attack, posteriors, y)
+        s = score(posteriors, y, query.ids)
         metrics[kind] = membership_metrics(s, query.member)
         scores[kind] = (query.ids, query.member, s)
         correct = posteriors.argmax(1) == y
@@ -92,6 +108,33 @@ def evaluate_run(run_dir: Path, cfg: AmiaConfig, target: BlackBox, *, data_root:
                           "nonmembers": float(correct[~query.member].mean())}
         progress("evaluation", len(scores), len(sets))
     seconds["evaluation"] = time.perf_counter() - tick
-    shadow = {"kind": cfg.shadow, "count": cfg.shadows, "train_accuracy": attack.shadow_train_accuracy,
-              "attack_accuracy_on_shadows": attack.shadow_member_rate, "pool": len(public.pool)}
     return AmiaResult(cfg, str(run_dir), description, metrics, scores, accuracy, seconds, shadow, notes)
+
+
+Scoring = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]   # (posteriors, labels, ids) -> scores
+
+
+def reference_scoring(public: MembershipKnowledge, cfg: AmiaConfig, target: BlackBox, data: ImageData,
+                      sets: dict[str, QuerySet], device: torch.device, progress: StageProgress,
+                      seconds: dict[str, float], log: Callable[[str], None]) -> tuple[Scoring, dict[str, Any]]:
+    """LiRA / RMIA: reference models on the universe of every candidate (cached), the target's answers on it,
+    then the registry's scores; returns a scoring function over candidate ids and what the report says of it."""
+    ids = np.unique(np.concatenate([q.ids for q in sets.values()]))
+    candidates = ImageSet.take(data.train_images, data.train_labels, ids)
+    universe, n = universe_of(candidates, public.pool, cfg.population)
+    refs = cached_references(public, universe, cfg.shadow, cfg.references, cfg.training(), cfg.seed, device,
+                             progress)
+    seconds["references"] = refs.seconds
+    tick = time.perf_counter()
+    answers = target.predict(universe.images.numpy())
+    all_scores = REFERENCE_ATTACKS.get(cfg.attack)(answers, refs, universe.labels.numpy(), n, cfg.rmia_gamma)
+    seconds["scoring"] = time.perf_counter() - tick
+    log(f"archleak: {cfg.attack} with {cfg.references} {cfg.shadow} reference model(s) "
+        f"({'trained in ' + format(refs.seconds, '.1f') + ' s' if refs.seconds else 'from the cache'}) on "
+        f"{n} candidates and {len(universe) - n} population samples")
+    position = {int(i): k for k, i in enumerate(ids)}
+    score: Scoring = lambda posteriors, y, query_ids: all_scores[[position[int(i)] for i in query_ids]]
+    accuracy = [float((refs.posteriors[r].argmax(1) == universe.labels.numpy())[refs.inside[r]].mean())
+                for r in range(len(refs.posteriors))]
+    return score, {"kind": cfg.shadow, "count": cfg.references, "train_accuracy": accuracy,
+                   "population": len(universe) - n, "pool": len(public.pool), "attack": cfg.attack}

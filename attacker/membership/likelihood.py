@@ -58,19 +58,21 @@ def _fit(phi: np.ndarray, mask: np.ndarray, global_variance: bool) -> tuple[np.n
 
 
 def lira_offline(phi_target: np.ndarray, phi_refs: np.ndarray, inside: np.ndarray,
-                 global_variance: bool = True) -> np.ndarray:
+                 global_variance: bool = True, outside: np.ndarray | None = None) -> np.ndarray:
     """Offline LiRA: Φ((φ − μ_out)/σ_out) per example. ``phi_refs`` [R, N] are the reference models' φ on the
-    queries, ``inside`` [R, N] whether each reference model trained on each query (only OUT models are used)."""
-    mean, std = _fit(np.asarray(phi_refs, np.float64), ~np.asarray(inside, bool), global_variance)
+    queries, ``inside`` [R, N] whether each reference model trained on each query; only OUT models are used
+    (``outside``, by default every model that is not IN)."""
+    out = ~np.asarray(inside, bool) if outside is None else np.asarray(outside, bool)
+    mean, std = _fit(np.asarray(phi_refs, np.float64), out, global_variance)
     return np.asarray(norm.cdf((phi_target - mean) / std))
 
 
 def lira_online(phi_target: np.ndarray, phi_refs: np.ndarray, inside: np.ndarray,
-                global_variance: bool = True) -> np.ndarray:
+                global_variance: bool = True, outside: np.ndarray | None = None) -> np.ndarray:
     """Online LiRA: log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out) per example."""
     phi_refs, inside = np.asarray(phi_refs, np.float64), np.asarray(inside, bool)
     mu_in, sd_in = _fit(phi_refs, inside, global_variance)
-    mu_out, sd_out = _fit(phi_refs, ~inside, global_variance)
+    mu_out, sd_out = _fit(phi_refs, ~inside if outside is None else np.asarray(outside, bool), global_variance)
     return np.asarray(norm.logpdf(phi_target, mu_in, sd_in) - norm.logpdf(phi_target, mu_out, sd_out))
 
 
@@ -83,11 +85,11 @@ def rmia(p_target_x: np.ndarray, p_refs_x: np.ndarray, p_target_z: np.ndarray, p
     OUT for x (offline) and ``a`` corrects p_ref(x). Population samples are OUT for every model by construction.
     """
     p_refs_x, p_refs_z = np.asarray(p_refs_x, np.float64), np.asarray(p_refs_z, np.float64)
-    if inside_x is None:
+    if inside_x is None:          # offline: every reference is OUT; the paper's linear correction
         p_ref_x = 0.5 * ((1 + a) * p_refs_x.mean(0) + (1 - a))
-    else:
-        p_ref_x = p_refs_x.mean(0)      # IN and OUT models together: the paper's online p(x)
-    p_ref_z = 0.5 * ((1 + a) * p_refs_z.mean(0) + (1 - a))
+        p_ref_z = 0.5 * ((1 + a) * p_refs_z.mean(0) + (1 - a))
+    else:                         # online: IN and OUT models together estimate p(x) and p(z)
+        p_ref_x, p_ref_z = p_refs_x.mean(0), p_refs_z.mean(0)
     ratio_x = np.asarray(p_target_x, np.float64) / np.maximum(p_ref_x, EPS)
     ratio_z = np.asarray(p_target_z, np.float64) / np.maximum(p_ref_z, EPS)
     # share of z with ratio_x / ratio_z > gamma, i.e. ratio_z < ratio_x / gamma, by binary search on sorted z

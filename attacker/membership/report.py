@@ -21,7 +21,8 @@ from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, pac
 PAPER_ACCURACY = {"mnist": 0.56, "cifar10": 0.67, "cifar10-subset": 0.67, "cifar100": 0.86}
 PAPER_P, PAPER_ETA, SEARCHED = 64, 1.0, "supernet with final α"
 COLUMNS = ("members", "n", "accuracy", "advantage", "precision", "recall", "f1", "auc", "tpr@1%fpr",
-           "tpr@0.1%fpr", "best_accuracy", "target_acc_members", "target_acc_nonmembers", "paper_accuracy")
+           "tpr@0.1%fpr", "tp@0.1%fpr", "best_accuracy", "target_acc_members", "target_acc_nonmembers",
+           "paper_accuracy")
 KIND_LABEL = {"alpha": "D^α (architecture data)", "alpha-used": "D^α used in α steps",
               "theta": "D^θ (weights' data, reference)"}
 
@@ -34,6 +35,8 @@ def paper_cell(result: AmiaResult) -> tuple[float | None, str]:
     if number is None:
         return None, f"the paper reports no AMIA accuracy for {dataset}"
     cell = f"the paper's {number} on {dataset} is for DARTS at P = {PAPER_P}, η = {PAPER_ETA:g}"
+    if result.config.attack != "ml-leaks":
+        return None, f"not shown: this is {result.config.attack}; {cell}, with its own attack (ml-leaks)"
     if result.target.get("model") != SEARCHED:
         return None, f"not shown: the target is the {result.target.get('model')}; {cell}"
     if result.config.eta != PAPER_ETA:
@@ -58,6 +61,7 @@ def rows(result: AmiaResult) -> list[dict[str, Any]]:
         out.append({"members": kind, "n": m.n_members, "accuracy": m.accuracy, "advantage": m.advantage,
                     "precision": m.precision, "recall": m.recall, "f1": m.f1, "auc": m.auc,
                     "tpr@1%fpr": m.tpr_at_1pct_fpr, "tpr@0.1%fpr": m.tpr_at_01pct_fpr,
+                    "tp@0.1%fpr": round(m.tpr_at_01pct_fpr * m.n_members),
                     "best_accuracy": m.best_accuracy, "target_acc_members": acc["members"],
                     "target_acc_nonmembers": acc["nonmembers"], "paper_accuracy": paper if kind == "alpha" else None})
     return out
@@ -73,7 +77,9 @@ def amia_markdown(result: AmiaResult) -> str:
     cfg = result.config
     lines = [f"# AMIA on {result.run_dir}", "",
              (f"Target: {result.target.get('model')} ({result.target.get('dataset')}, round "
-             f"{result.target.get('round')}). Shadow: {cfg.shadows} × {cfg.shadow}; η = {cfg.eta}; "
+             f"{result.target.get('round')}). Attack: {cfg.attack}"
+             + (f" with {cfg.references} {cfg.shadow} reference model(s)" if cfg.attack != "ml-leaks"
+                else f"; shadow: {cfg.shadows} × {cfg.shadow}") + f"; η = {cfg.eta}; "
              f"features {cfg.features}; seed {cfg.seed}."), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows(result):

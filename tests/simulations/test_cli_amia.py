@@ -104,3 +104,25 @@ def test_an_unexpected_failure_is_one_line_without_a_traceback(run, tmp_path, ca
     monkeypatch.setenv("ARCHLEAK_DEBUG", "1")
     with pytest.raises(Exception, match="is unreachable"):
         main(["amia", "--run", str(run), "--url", url, "--out", str(tmp_path / "b"), *FAST])
+
+
+@pytest.mark.parametrize("attack", ["lira", "lira-online", "rmia"])
+def test_reference_attacks_run_from_the_cli_and_share_cached_references(run, tmp_path, attack):
+    refs = ["--set", "references=2", "--set", "population=40"]
+    result = runner.invoke(app, ["amia", "--run", str(run), "--attack", attack, "--out", str(tmp_path / attack),
+                                 "--members", "alpha", *FAST, *refs])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / attack / "amia.json").read_text())
+    assert record["config"]["attack"] == attack and record["rows"][0]["n"] == 20
+    assert 0 <= record["rows"][0]["auc"] <= 1 and "tp@0.1%fpr" in record["rows"][0]
+    assert f"Attack: {attack} with 2 fixed reference model(s)" in (tmp_path / attack / "amia.md").read_text()
+    again = runner.invoke(app, ["amia", "--run", str(run), "--attack", attack, "--out", str(tmp_path / "again"),
+                                "--members", "alpha", *FAST, *refs])
+    assert "from the cache" in again.output, "the references are trained once per configuration"
+    with np.load(tmp_path / attack / "scores.npz") as a, np.load(tmp_path / "again" / "scores.npz") as b:
+        np.testing.assert_array_equal(a["alpha_score"], b["alpha_score"])
+
+
+def test_an_unknown_attack_lists_the_known_ones(run):
+    result = runner.invoke(app, ["amia", "--run", str(run), "--attack", "mystery", *FAST])
+    assert result.exit_code == 2 and "known: ml-leaks, lira, lira-online, rmia" in flat(result.output)
