@@ -32,8 +32,9 @@ def lira(target: np.ndarray, refs: ReferenceAnswers, labels: np.ndarray, n: int,
 
 @REFERENCE_ATTACKS.register("lira-online")
 def lira_in_out(target: np.ndarray, refs: ReferenceAnswers, labels: np.ndarray, n: int, gamma: float) -> np.ndarray:
-    return lira_online(logit_confidence(target[:n], labels[:n]), logit_confidence(refs.posteriors[:, :n], labels[:n]),
-                       refs.inside[:, :n], outside=refs.outside[:, :n])
+    llr = lira_online(logit_confidence(target[:n], labels[:n]), logit_confidence(refs.posteriors[:, :n], labels[:n]),
+                      refs.inside[:, :n], outside=refs.outside[:, :n])
+    return 1 / (1 + np.exp(-np.clip(llr, -500, 500)))   # P(member) at equal priors: 0.5 is the LR test at 1
 
 
 @REFERENCE_ATTACKS.register("rmia")

@@ -75,6 +75,9 @@ class MembershipMetrics:
     tpr_at_1pct_fpr: float
     tpr_at_01pct_fpr: float
     best_accuracy: float  # at the best threshold: what a calibrated attacker could reach
+    auc_low: float = float("nan")    # 95% bootstrap interval of the AUC (members and non-members resampled apart)
+    auc_high: float = float("nan")
+    tp_at_01pct_fpr: int = 0          # the true positives behind tpr_at_01pct_fpr (0 or 1: too few to trust)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -93,5 +96,23 @@ def membership_metrics(scores: np.ndarray, members: np.ndarray, threshold: float
     fpr, tpr, _ = roc(s, m)
     n_pos, n_neg = int(m.sum()), int((~m).sum())
     best = float(((tpr * n_pos + (1 - fpr) * n_neg) / len(s)).max())
+    low_tpr = float(tpr[fpr <= LOW_FPRS[1]].max())
+    lo, hi = auc_interval(s, m)
     return MembershipMetrics(n_pos, n_neg, accuracy, 2 * accuracy - 1, precision, recall, f1, auc(s, m),
-                             float(tpr[fpr <= LOW_FPRS[0]].max()), float(tpr[fpr <= LOW_FPRS[1]].max()), best)
+                             float(tpr[fpr <= LOW_FPRS[0]].max()), low_tpr, best, lo, hi, round(low_tpr * n_pos))
+
+
+def auc_interval(scores: np.ndarray, members: np.ndarray, resamples: int = 200, seed: int = 0
+                 ) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the AUC: members and non-members are resampled separately (the
+    design is balanced by construction); a fixed seed keeps reports reproducible."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(members), np.flatnonzero(~members)
+    if not len(pos) or not len(neg):
+        return float("nan"), float("nan")
+    values = []
+    for _ in range(resamples):
+        pick = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        values.append(auc(scores[pick], members[pick]))
+    low, high = np.quantile(values, [0.025, 0.975])
+    return float(low), float(high)

@@ -20,7 +20,8 @@ from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, pac
 # that cell (the searched supernet of the P = 64 search space, η = 1, on that dataset)
 PAPER_ACCURACY = {"mnist": 0.56, "cifar10": 0.67, "cifar10-subset": 0.67, "cifar100": 0.86}
 PAPER_P, PAPER_ETA, SEARCHED = 64, 1.0, "supernet with final α"
-COLUMNS = ("members", "n", "accuracy", "advantage", "precision", "recall", "f1", "auc", "tpr@1%fpr",
+COLUMNS = ("members", "n", "accuracy", "advantage", "precision", "recall", "f1", "auc", "auc_low", "auc_high",
+           "tpr@1%fpr",
            "tpr@0.1%fpr", "tp@0.1%fpr", "best_accuracy", "target_acc_members", "target_acc_nonmembers",
            "paper_accuracy")
 KIND_LABEL = {"alpha": "D^α (architecture data)", "alpha-used": "D^α used in α steps",
@@ -61,7 +62,7 @@ def rows(result: AmiaResult) -> list[dict[str, Any]]:
         out.append({"members": kind, "n": m.n_members, "accuracy": m.accuracy, "advantage": m.advantage,
                     "precision": m.precision, "recall": m.recall, "f1": m.f1, "auc": m.auc,
                     "tpr@1%fpr": m.tpr_at_1pct_fpr, "tpr@0.1%fpr": m.tpr_at_01pct_fpr,
-                    "tp@0.1%fpr": round(m.tpr_at_01pct_fpr * m.n_members),
+                    "tp@0.1%fpr": m.tp_at_01pct_fpr, "auc_low": m.auc_low, "auc_high": m.auc_high,
                     "best_accuracy": m.best_accuracy, "target_acc_members": acc["members"],
                     "target_acc_nonmembers": acc["nonmembers"], "paper_accuracy": paper if kind == "alpha" else None})
     return out
@@ -90,7 +91,9 @@ def amia_markdown(result: AmiaResult) -> str:
               "Members and non-members are balanced, so chance is 0.5 accuracy and 0.5 AUC; TPR at FPR x is x "
               "for a random guess."), "",
               "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()), ""]
-    lines += [f"Note: {n}" for n in [*result.notes, "paper_accuracy: " + paper_cell(result)[1]]]
+    few = [f"{r['members']}: TPR at 0.1% FPR rests on {r['tp@0.1%fpr']} true positive(s), too few to trust"
+           for r in rows(result) if r["tp@0.1%fpr"] <= 1]
+    lines += [f"Note: {n}" for n in [*result.notes, *few, "paper_accuracy: " + paper_cell(result)[1]]]
     return "\n".join(lines) + "\n"
 
 

@@ -102,3 +102,13 @@ def test_the_audit_never_exceeds_the_true_epsilon_of_randomised_response(epsilon
         found = audit(answers, members, delta=0.0, rng=rng)
         assert found.epsilon_lower <= epsilon
         assert found.epsilon_lower > 0.7 * epsilon, "with 10,000 examples per half the bound is nearly tight"
+
+
+def test_the_auc_interval_covers_the_analytic_auc_and_counts_low_fpr_positives():
+    from attacker.membership.metrics import membership_metrics
+
+    rng = np.random.default_rng(3)
+    members = np.arange(2000) < 1000
+    m = membership_metrics(rng.normal(members * 0.5, 1), members)
+    assert m.auc_low < norm.cdf(0.5 / math.sqrt(2)) < m.auc_high and m.auc_high - m.auc_low < 0.06
+    assert m.tp_at_01pct_fpr == round(m.tpr_at_01pct_fpr * 1000)
