@@ -14,7 +14,7 @@ from app.config import key_table, parse_app
 from fednas.config import resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
-from simulations.cli_amia import amia, amia_scenario, bench_amia, distill_command, serve
+from simulations.cli_amia import amia, amia_calibrate, amia_scenario, bench_amia, distill_command, serve
 from simulations.cli_attack import bench_adra, bench_race, bench_similarity, reconstruct
 from simulations.cli_common import emit_figures, toml_pairs
 from simulations.cli_deploy import (
@@ -127,6 +127,7 @@ def bench_interceptor(
 app.command("reconstruct")(reconstruct)
 app.command("amia")(amia)
 app.command("amia-scenario")(amia_scenario)
+app.command("amia-calibrate")(amia_calibrate)
 app.command("serve")(serve)
 app.command("distill")(distill_command)
 bench_app.command("amia")(bench_amia)

@@ -184,3 +184,34 @@ def distill_command(
                f"{record['seconds']:.1f}s")
     typer.echo(f"serve it with: archleak serve {run} --model student; attack it with: archleak amia --run {run} "
                "--model student")
+
+
+def amia_calibrate(
+    dataset: Annotated[str, typer.Option(help="dataset of the calibration target")] = "mnist",
+    members: Annotated[int, typer.Option(help="members of the overfitted target (and as many non-members)")] = 500,
+    pool: Annotated[int, typer.Option(help="the attacker's own images (shadows, references, population)")] = 2000,
+    target_epochs: Annotated[int, typer.Option(help="epochs of the target on its members (overfitting)")] = 40,
+    references: Annotated[int, typer.Option(help="reference models for LiRA and RMIA (cached)")] = 16,
+    seed: Annotated[int, typer.Option(help="the calibration seed")] = 0,
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    out: Annotated[str, typer.Option(help="output folder (relative: under $ARCHLEAK_HOME, else ~/archleak)")
+                   ] = "amia-calibrate",
+    settings: Annotated[list[str], typer.Option("--set", help="AMIA key=value, e.g. shadow-epochs=20")] = [],  # noqa: B006
+) -> None:
+    """Every membership attack (ml-leaks, lira, lira-online, rmia) against a weight-level target that overfits:
+    AUC with intervals, TPR at 1% and 0.1% FPR, one log-log ROC plot (calibration.md/.json, roc.png)."""
+    from attacker.membership.amia import AmiaConfig
+    from fednas.config import resolve_user_path
+    from fednas.data import resolve_data_root
+    from simulations.calibrate import calibrate
+
+    cfg = settings_from(AmiaConfig, {"seed": seed, "references": references}, settings)
+    root = str(resolve_data_root(data_root)[0])
+    folder = resolve_user_path(out)
+    try:
+        result = calibrate(dataset, root, cfg, members, pool, target_epochs, folder,
+                           log=lambda line: typer.echo(line, err=True))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo((folder / "calibration.md").read_text())
+    typer.echo(f"results in {folder} (order at 0.1% FPR: {' > '.join(result['order_at_0.1%_fpr'])})")

@@ -126,3 +126,18 @@ def test_reference_attacks_run_from_the_cli_and_share_cached_references(run, tmp
 def test_an_unknown_attack_lists_the_known_ones(run):
     result = runner.invoke(app, ["amia", "--run", str(run), "--attack", "mystery", *FAST])
     assert result.exit_code == 2 and "known: ml-leaks, lira, lira-online, rmia" in flat(result.output)
+
+
+def test_amia_calibrate_runs_every_attack_on_an_overfitted_target(data_root, mnist_or_digits, tmp_path):
+    result = runner.invoke(app, ["amia-calibrate", "--dataset", mnist_or_digits, "--data-root", str(data_root),
+                                 "--members", "40", "--pool", "120", "--target-epochs", "10", "--references", "2",
+                                 "--out", str(tmp_path / "cal"), "--set", "shadow-size=30", "--set",
+                                 "shadow-epochs=1", "--set", "attack-epochs=2", "--set", "population=40"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert [r["attack"] for r in record["rows"]] == ["ml-leaks", "lira", "lira-online", "rmia"]
+    assert record["train_accuracy"] > record["test_accuracy"], "the calibration target overfits"
+    for row in record["rows"]:
+        assert row["auc_low"] <= row["auc"] <= row["auc_high"] and row["n_members"] == 40
+    assert (tmp_path / "cal" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Measured order at 0.1% FPR" in (tmp_path / "cal" / "calibration.md").read_text()
