@@ -18,6 +18,7 @@ import torch
 
 from attacker.membership.amia import AmiaConfig, fit_attack, scores_from_posteriors
 from attacker.membership.attacks import REFERENCE_ATTACKS
+from attacker.membership.audit import audit
 from attacker.membership.members import (
     MEMBER_KINDS,
     QuerySet,
@@ -35,6 +36,7 @@ from fednas.run_folder import RunFolder
 from fednas.search_space import SupernetSpec
 from fednas.seeds import AMIA_STREAM, generator
 from fednas.serve import BlackBox
+from fednas.storage import read_jsonl
 
 
 @dataclass
@@ -48,6 +50,7 @@ class AmiaResult:
     seconds: dict[str, float] = field(default_factory=dict)
     shadow: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    audit: dict[str, Any] = field(default_factory=dict)   # DP audit of the D^α members, for runs with DP-SGD on α
 
 
 def membership_knowledge(run_dir: Path, cfg: AmiaConfig, data_root: str = "") -> MembershipKnowledge:
@@ -108,7 +111,11 @@ def evaluate_run(run_dir: Path, cfg: AmiaConfig, target: BlackBox, *, data_root:
                           "nonmembers": float(correct[~query.member].mean())}
         progress("evaluation", len(scores), len(sets))
     seconds["evaluation"] = time.perf_counter() - tick
-    return AmiaResult(cfg, str(run_dir), description, metrics, scores, accuracy, seconds, shadow, notes)
+    audited = dp_audit(run_dir, scores.get("alpha"), cfg.seed)
+    if audited.get("exceeds_accountant"):
+        notes.append(f"BUG: the audited ε {audited['epsilon_lower']:.3f} exceeds the accountant's "
+                     f"{audited['accountant_epsilon']:.3f}: the accountant or the mechanism is wrong")
+    return AmiaResult(cfg, str(run_dir), description, metrics, scores, accuracy, seconds, shadow, notes, audited)
 
 
 Scoring = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]   # (posteriors, labels, ids) -> scores
@@ -138,3 +145,18 @@ def reference_scoring(public: MembershipKnowledge, cfg: AmiaConfig, target: Blac
                 for r in range(len(refs.posteriors))]
     return score, {"kind": cfg.shadow, "count": cfg.references, "train_accuracy": accuracy,
                    "population": len(universe) - n, "pool": len(public.pool), "attack": cfg.attack}
+
+
+def dp_audit(run_dir: Path, alpha: tuple[np.ndarray, np.ndarray, np.ndarray] | None, seed: int) -> dict[str, Any]:
+    """For a run whose clients ran DP-SGD on α (an accountant in ``rounds.jsonl``): the empirical lower bound on ε
+    from this attack's scores of the D^α members, beside the accountant's ε of the last round (the largest over
+    clients, with its δ). Empty for a run without DP-SGD on α."""
+    rounds = read_jsonl(RunFolder(run_dir).rounds_file, skip=lambda line: None)
+    privacy = next((r["privacy"] for r in reversed(rounds) if r.get("privacy", {}).get("epsilon")), None)
+    if alpha is None or privacy is None:
+        return {}
+    _, member, score = alpha
+    delta = max(privacy["delta"].values())
+    found = audit(score, member, delta, np.random.default_rng(seed))
+    accountant = float(privacy["max_epsilon"])
+    return {**found.to_dict(), "accountant_epsilon": accountant, "exceeds_accountant": found.epsilon_lower > accountant}

@@ -93,6 +93,12 @@ def amia_markdown(result: AmiaResult) -> str:
               "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()), ""]
     few = [f"{r['members']}: TPR at 0.1% FPR rests on {r['tp@0.1%fpr']} true positive(s), too few to trust"
            for r in rows(result) if r["tp@0.1%fpr"] <= 1]
+    a = result.audit
+    if a:
+        lines += [(f"DP audit (D^α members, threshold chosen on one half, counted on the other: TP {a['tp']}, "
+                   f"FN {a['fn']}, FP {a['fp']}, TN {a['tn']}): ε ≥ {a['epsilon_lower']:.3f} at "
+                   f"{a['confidence']:.0%} confidence (δ = {a['delta']:.2g}); the accountant's ε = "
+                   f"{a['accountant_epsilon']:.3f}."), ""]
     lines += [f"Note: {n}" for n in [*result.notes, *few, "paper_accuracy: " + paper_cell(result)[1]]]
     return "\n".join(lines) + "\n"
 
@@ -135,6 +141,6 @@ def write_report(result: AmiaResult, out: Path) -> dict[str, Any]:
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
     record = {"run_dir": result.run_dir, "config": result.config.model_dump(by_alias=True), "seed": result.config.seed,
               "target": result.target, "rows": table, "seconds": result.seconds, "shadow": result.shadow,
-              "notes": result.notes, "versions": package_versions()}
+              "notes": result.notes, "audit": result.audit, "versions": package_versions()}
     atomic_write_json(out / "amia.json", record)
     return record

@@ -141,3 +141,25 @@ def test_amia_calibrate_runs_every_attack_on_an_overfitted_target(data_root, mni
         assert row["auc_low"] <= row["auc"] <= row["auc_high"] and row["n_members"] == 40
     assert (tmp_path / "cal" / "roc.png").read_bytes()[:4] == b"\x89PNG"
     assert "Measured order at 0.1% FPR" in (tmp_path / "cal" / "calibration.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory, data_root, mnist_or_digits):
+    """A tiny search whose clients ran DP-SGD on α (an accountant in rounds.jsonl)."""
+    from simulations.simulate import simulate
+    from tests.conftest import TINY_RUN
+
+    return simulate({"dataset": mnist_or_digits, "data-root": str(data_root), **TINY_RUN, "num-server-rounds": 2,
+                     "defenses": "dp-sgd-alpha", "interceptor": "off",
+                     "output-dir": str(tmp_path_factory.mktemp("dp-runs"))})
+
+
+def test_the_dp_audit_stays_below_the_accountants_epsilon(dp_run, tmp_path):
+    result = runner.invoke(app, ["amia", "--run", str(dp_run), "--out", str(tmp_path / "a"), "--members", "alpha",
+                                 *FAST])
+    assert result.exit_code == 0, result.output
+    audit = json.loads((tmp_path / "a" / "amia.json").read_text())["audit"]
+    assert audit["accountant_epsilon"] > 0 and 0 <= audit["epsilon_lower"] <= audit["accountant_epsilon"]
+    assert audit["tp"] + audit["fn"] + audit["fp"] + audit["tn"] == 20      # the held-out half of 40 candidates
+    assert not audit["exceeds_accountant"] and "BUG" not in (tmp_path / "a" / "amia.md").read_text()
+    assert "DP audit (D^α members" in (tmp_path / "a" / "amia.md").read_text()
