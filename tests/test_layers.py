@@ -3,7 +3,7 @@
 - packages stack one way: ``fednas`` (the victim) at the bottom; ``defenses`` and ``attacker`` on it, apart from
   each other; ``app`` (the Flower composition root) on those; ``simulations`` (CLI, scenarios, benchmarks) on top;
 - inside ``attacker`` the roles stack too: ``cache`` → ``wire`` → ``reconstruct`` → ``scoring`` → ``interceptor``,
-  with ``membership`` standing apart;
+  with ``membership`` standing apart on ``cache`` alone (its reference models are cached like the other models);
 - no module imports itself through a circle.
 """
 
@@ -24,7 +24,7 @@ MAY_IMPORT = {
     "attacker.reconstruct": {"fednas", "attacker.cache", "attacker.wire"},
     "attacker.scoring": {"fednas", "attacker.cache", "attacker.wire", "attacker.reconstruct"},
     "attacker.interceptor": {"fednas", "attacker.cache", "attacker.wire", "attacker.reconstruct", "attacker.scoring"},
-    "attacker.membership": {"fednas"},
+    "attacker.membership": {"fednas", "attacker.cache"},
     "app": {"fednas", "defenses", "attacker"},
     "simulations": {"fednas", "defenses", "attacker", "app"},
 }
