@@ -80,8 +80,8 @@ def amia_markdown(result: AmiaResult) -> str:
              (f"Target: {result.target.get('model')} ({result.target.get('dataset')}, round "
              f"{result.target.get('round')}). Attack: {cfg.attack}"
              + (f" with {cfg.references} {cfg.shadow} reference model(s)" if cfg.attack != "ml-leaks"
-                else f"; shadow: {cfg.shadows} × {cfg.shadow}") + f"; η = {cfg.eta}; "
-             f"features {cfg.features}; seed {cfg.seed}."), "",
+                else f"; shadow: {cfg.shadows} × {cfg.shadow}; features {cfg.features}")
+             + f"; η = {cfg.eta}; seed {cfg.seed}."), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows(result):
         row = {**row, "members": KIND_LABEL.get(row["members"], row["members"])}
