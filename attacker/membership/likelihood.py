@@ -37,10 +37,16 @@ def true_class_probability(posteriors: np.ndarray, labels: np.ndarray) -> np.nda
 
 
 def logit_confidence(posteriors: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """LiRA's statistic φ = log p_y − log Σ_{k≠y} p_k, computed stably ([..., N, K] -> [..., N])."""
-    p = np.clip(true_class_probability(posteriors, labels), EPS, 1.0)
-    rest = np.clip(1.0 - p, EPS, 1.0)
-    return np.log(p) - np.log(rest)
+    """LiRA's statistic φ = log p_y − log Σ_{k≠y} p_k ([..., N, K] -> [..., N]). The sum runs over the other
+    classes' own probabilities, not 1 − p_y: float32 posteriors of an overfitted model round p_y to exactly 1, and
+    1 − p_y would then clip every such answer to one value, tying members with easy non-members."""
+    p_all = np.asarray(posteriors, np.float64)
+    index = np.broadcast_to(np.asarray(labels, np.int64), p_all.shape[:-1])[..., None]
+    p = np.take_along_axis(p_all, index, axis=-1)[..., 0]
+    others = np.ones(p_all.shape, bool)
+    np.put_along_axis(others, index, False, axis=-1)
+    rest = np.where(others, p_all, 0.0).sum(-1)
+    return np.log(np.clip(p, EPS, None)) - np.log(np.clip(rest, EPS, None))
 
 
 def _fit(phi: np.ndarray, mask: np.ndarray, global_variance: bool) -> tuple[np.ndarray, np.ndarray]:

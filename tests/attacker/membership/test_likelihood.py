@@ -112,3 +112,10 @@ def test_the_auc_interval_covers_the_analytic_auc_and_counts_low_fpr_positives()
     m = membership_metrics(rng.normal(members * 0.5, 1), members)
     assert m.auc_low < norm.cdf(0.5 / math.sqrt(2)) < m.auc_high and m.auc_high - m.auc_low < 0.06
     assert m.tp_at_01pct_fpr == round(m.tpr_at_01pct_fpr * 1000)
+
+
+def test_logit_confidence_does_not_saturate_when_float32_rounds_p_to_one():
+    posteriors = np.array([[1.0, 1e-12, 1e-20], [1.0, 1e-9, 0.0]], dtype=np.float32)
+    phi = logit_confidence(posteriors, np.array([0, 0]))
+    np.testing.assert_allclose(phi, [-math.log(1e-12 + 1e-20), -math.log(1e-9)], rtol=1e-5)
+    assert phi[0] > phi[1], "a more confident answer keeps a larger φ"
