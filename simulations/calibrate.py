@@ -76,7 +76,9 @@ def calibrate(dataset: str, data_root: str, cfg: AmiaConfig, members: int, pool:
         f"{gap['test_accuracy']:.3f} ({seconds['target']:.0f} s)")
     public = MembershipKnowledge(spec, data.mean, data.std, LocalSearchConfig(),
                                  ImageSet.take(data.train_images, data.train_labels, pool_ids))
-    scores = attack_all(public, cfg, box, cand, answers, y, seconds, log)
+    # the attacker knows the training recipe (LiRA's threat model): shadows and references train like the target
+    recipe = cfg.model_copy(update={"shadow_epochs": target_epochs})
+    scores = attack_all(public, recipe, box, cand, answers, y, seconds, log)
     rows = [{"attack": name, **membership_metrics(s, is_member).as_dict()} for name, s in scores.items()]
     result = {"dataset": dataset, "members": members, "pool": pool, "target_epochs": target_epochs, **gap,
               "config": cfg.model_dump(by_alias=True), "seed": cfg.seed, "seconds": seconds, "rows": rows,

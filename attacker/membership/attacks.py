@@ -15,7 +15,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from attacker.membership.likelihood import lira_offline, lira_online, logit_confidence, rmia, true_class_probability
+from attacker.membership.likelihood import (
+    lira_offline,
+    lira_online,
+    logit_confidence,
+    rmia,
+    true_class_probability,
+    unit,
+)
 from attacker.membership.references import ReferenceAnswers
 from fednas.registry import Registry
 
@@ -34,7 +41,7 @@ def lira(target: np.ndarray, refs: ReferenceAnswers, labels: np.ndarray, n: int,
 def lira_in_out(target: np.ndarray, refs: ReferenceAnswers, labels: np.ndarray, n: int, gamma: float) -> np.ndarray:
     llr = lira_online(logit_confidence(target[:n], labels[:n]), logit_confidence(refs.posteriors[:, :n], labels[:n]),
                       refs.inside[:, :n], outside=refs.outside[:, :n])
-    return 1 / (1 + np.exp(-np.clip(llr, -500, 500)))   # P(member) at equal priors: 0.5 is the LR test at 1
+    return unit(llr)      # 0.5: the likelihood-ratio test at 1
 
 
 @REFERENCE_ATTACKS.register("rmia")

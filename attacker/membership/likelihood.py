@@ -4,10 +4,12 @@ Both attacks ask how the target's answer on an example compares with what models
 answer; they differ in what they compare with.
 
 * **LiRA** (Carlini et al., S&P 2022). Per example, the logit-scaled confidence of the true class,
-  φ = log p_y − log(1 − p_y), is close to Gaussian over models trained with (IN) or without (OUT) the example.
-  Offline, the score is how far the target's φ lies above the OUT fit, Φ((φ − μ_out)/σ_out); online, it is the
-  log-likelihood ratio log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out). With few reference models a variance pooled
-  over all examples is steadier than per-example ones (``global_variance``, the paper's advice below 64 shadows).
+  φ = log p_y − log Σ_{k≠y} p_k, is close to Gaussian over models trained with (IN) or without (OUT) the example.
+  Offline, the score is how far the target's φ lies above the OUT fit, z = (φ − μ_out)/σ_out; online, it is the
+  log-likelihood ratio log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out). Both are mapped into (0, 1) by :func:`unit`
+  (0.5 at z = 0 or a ratio of 1), which keeps their order where Φ or a logistic would round to 1. With few
+  reference models a variance pooled over all examples is steadier than per-example ones (``global_variance``,
+  the paper's advice below 64 shadows).
 * **RMIA** (Zarifzadeh et al., ICML 2024). The likelihood ratio of an example x against population samples z:
   LR(x) = (p_target(x)/p_ref(x)), with p_ref the mean over reference models of the probability of the true class;
   the score is the share of population samples z with LR(x)/LR(z) > γ. Offline (reference models trained only
@@ -65,12 +67,19 @@ def _fit(phi: np.ndarray, mask: np.ndarray, global_variance: bool) -> tuple[np.n
 
 def lira_offline(phi_target: np.ndarray, phi_refs: np.ndarray, inside: np.ndarray,
                  global_variance: bool = True, outside: np.ndarray | None = None) -> np.ndarray:
-    """Offline LiRA: Φ((φ − μ_out)/σ_out) per example. ``phi_refs`` [R, N] are the reference models' φ on the
-    queries, ``inside`` [R, N] whether each reference model trained on each query; only OUT models are used
-    (``outside``, by default every model that is not IN)."""
+    """Offline LiRA: the OUT z-score (φ − μ_out)/σ_out per example, through :func:`unit`. ``phi_refs`` [R, N]
+    are the reference models' φ on the queries, ``inside`` [R, N] whether each trained on each query; only OUT
+    models are used (``outside``, by default every model that is not IN)."""
     out = ~np.asarray(inside, bool) if outside is None else np.asarray(outside, bool)
     mean, std = _fit(np.asarray(phi_refs, np.float64), out, global_variance)
-    return np.asarray(norm.cdf((phi_target - mean) / std))
+    return unit((phi_target - mean) / std)
+
+
+def unit(statistic: np.ndarray) -> np.ndarray:
+    """A monotone map of a real statistic into (0, 1), 0.5 at 0, that keeps its order far into the tails (Φ and the
+    logistic round to exactly 1 beyond z ≈ 8 and 37 in float64, tying the most confident members with each other
+    and with confident non-members, which empties the low-FPR end of the ROC)."""
+    return np.asarray(0.5 + np.arctan(np.asarray(statistic, np.float64)) / np.pi)
 
 
 def lira_online(phi_target: np.ndarray, phi_refs: np.ndarray, inside: np.ndarray,

@@ -119,3 +119,12 @@ def test_logit_confidence_does_not_saturate_when_float32_rounds_p_to_one():
     phi = logit_confidence(posteriors, np.array([0, 0]))
     np.testing.assert_allclose(phi, [-math.log(1e-12 + 1e-20), -math.log(1e-9)], rtol=1e-5)
     assert phi[0] > phi[1], "a more confident answer keeps a larger φ"
+
+
+def test_scores_keep_their_order_far_into_the_tails():
+    from attacker.membership.likelihood import unit
+
+    z = np.array([0.0, 9.0, 40.0, 1e4])
+    assert norm.cdf(z[1]) == norm.cdf(z[2]) == 1.0, "Φ ties them in float64"
+    s = unit(z)
+    assert s[0] == 0.5 and np.all(np.diff(s) > 0) and np.all(s < 1)
