@@ -86,7 +86,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def defense_markdown(rows: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]) -> str:
+def defense_markdown(rows: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]],
+                     amia: Mapping[str, Any] | None = None) -> str:
     head = ("| defense | test acc (Δ) | ADRA recognised (Δ) | identified (Δ) | label (Δ) | PSNR (Δ) | SSIM (Δ) "
             "| AMIA acc (Δ) | AMIA AUC (Δ) | TPR@1%FPR | D^θ AUC | ε | wall s (×) |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -101,9 +102,14 @@ def defense_markdown(rows: Sequence[Mapping[str, Any]], results: Sequence[Mappin
     lines.append(f"\nLabel-only baseline (undefended run): recognised {_fmt(base.get('recognised'))}, "
                  f"identified {_fmt(base.get('identified'))}, SSIM {_fmt(base.get('ssim'))}; chance: "
                  f"{results[0]['chance']}.")
-    lines.append("AMIA: members are D^α of every client, non-members the held-back population (fixed shadow); "
-                 "D^θ AUC is the same attack against the weights' data. MD attacks the DMP student of the "
-                 "undefended run; its ADRA columns are those of that run (distillation happens after training).")
+    if amia is not None:
+        attack = amia.get("attack", "ml-leaks")
+        how = (f"{amia.get('references', 4)} {amia.get('shadow', 'fixed')} reference models" if attack != "ml-leaks"
+               else f"{amia.get('shadows', 1)} {amia.get('shadow', 'fixed')} shadow(s)")
+        lines.append(f"AMIA ({attack}, {how}): members are D^α of every client, non-members the held-back "
+                     "population; D^θ AUC is the same attack against the weights' data. MD attacks the DMP student "
+                     "of the undefended run; its ADRA columns are those of that run (distillation happens after "
+                     "training).")
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +193,7 @@ def defend_eval(base: Mapping[str, Any], cases: Mapping[str, Mapping[str, Any]],
             results[-1]["amia"] = amia_figures(results[-1], amia)
     rows = table_rows(results)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "defenses.md", defense_markdown(rows, results).encode())
+    atomic_write_bytes(out / "defenses.md", defense_markdown(rows, results, amia).encode())
     atomic_write_bytes(out / "defenses.csv", csv_bytes(rows, COLUMNS))
     plot(rows, out / "privacy-utility.png")
     report = {"rows": rows, "results": results, "clients": clients, "seed": base.get("seed", 0),

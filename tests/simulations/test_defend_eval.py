@@ -41,6 +41,7 @@ def test_defend_eval_writes_the_table_with_deltas_epsilon_and_plot(tmp_path, dat
     assert report["results"][1]["config"]["defenses"] == "dp-sgd-alpha-paper" and "torch" in report["versions"]
     assert "| dp-sgd-alpha-paper |" in (out / "defenses.md").read_text()
     assert "TLS" not in (out / "defenses.md").read_text(), "no line about a case this run did not measure"
+    assert "AMIA (ml-leaks, 1 fixed shadow(s))" in (out / "defenses.md").read_text()   # from the run's settings
     # the DP run: ε per client every round, composed across rounds, and in the summary
     run_dir = Path(report["results"][1]["run_dir"])
     rounds = read_jsonl(run_dir / "rounds.jsonl")
