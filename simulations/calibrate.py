@@ -11,7 +11,6 @@ measured order beside it, and a departure is to be investigated, not explained a
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ import torch
 
 from attacker.membership.amia import AmiaConfig, fit_attack, scores_from_posteriors
 from attacker.membership.attacks import REFERENCE_ATTACKS
-from attacker.membership.metrics import membership_metrics, roc
+from attacker.membership.metrics import membership_metrics
 from attacker.membership.references import cached_references, universe_of
+from attacker.membership.report import log_roc_png
 from attacker.membership.shadow import MembershipKnowledge, ShadowTraining, train_classifier
 from fednas.batches import ImageSet
 from fednas.data import load_dataset
@@ -87,7 +87,8 @@ def calibrate(dataset: str, data_root: str, cfg: AmiaConfig, members: int, pool:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "calibration.json", result)
     atomic_write_bytes(out / "calibration.md", markdown(result).encode())
-    atomic_write_bytes(out / "roc.png", roc_png(scores, is_member))
+    atomic_write_bytes(out / "roc.png", log_roc_png({name: (s, is_member) for name, s in scores.items()},
+                                                    "membership attacks on an overfitted target"))
     return result
 
 
@@ -126,24 +127,3 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", f"Measured order at 0.1% FPR: {order}; the literature's: rmia ≳ lira ≫ ml-leaks.",
               "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items()), ""]
     return "\n".join(lines)
-
-
-def roc_png(scores: dict[str, np.ndarray], is_member: np.ndarray) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    floor = 1e-4
-    for name, s in scores.items():
-        fpr, tpr, _ = roc(s, is_member)
-        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=name)
-    ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
-    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1), xlabel="false positive rate",
-           ylabel="true positive rate", title="membership attacks on an overfitted target")
-    ax.legend(fontsize=7, loc="lower right")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()

@@ -169,11 +169,7 @@ class Interceptor:
         n = self.settings.inversion_clients
         if n == 0 or name not in INVERSIONS:
             return todo
-        seen: list[int] = []
-        for record in self.store.records():
-            if record.node_id not in seen:
-                seen.append(record.node_id)
-        followed = set(seen[:n])
+        followed = self._first_clients(n)
         for t in todo:
             if by_id[t.capture_id].node_id not in followed:
                 self.stats["not_applicable"] += 1
@@ -181,6 +177,15 @@ class Interceptor:
                                      f"follows the first {n} client(s) seen on the wire (inversion-clients = {n}; "
                                      "0: every client)", name, not_applicable=True, budget=True)
         return [t for t in todo if by_id[t.capture_id].node_id in followed]
+
+    def _first_clients(self, n: int) -> set[int]:
+        """The first ``n`` node ids of the capture index (append-only, so the choice never changes once made)."""
+        seen: dict[int, None] = {}
+        for record in self.store.records():
+            seen.setdefault(record.node_id, None)
+            if len(seen) == n:
+                break
+        return set(seen)
 
     def _run(self, name: str, chunk: list[AttackTarget], by_id: dict[str, CaptureRecord],
              callbacks: Sequence[Callable[[Progress], None]]) -> int:

@@ -103,7 +103,8 @@ def amia_markdown(result: AmiaResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def roc_png(result: AmiaResult) -> bytes:
+def log_roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> bytes:
+    """One log-log ROC plot of labelled (scores, members) pairs, with the chance line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,18 +112,23 @@ def roc_png(result: AmiaResult) -> bytes:
 
     fig, ax = plt.subplots(figsize=(5, 5))
     floor = 1e-4
-    for kind, (_, member, score) in result.scores.items():
+    for label, (score, member) in curves.items():
         fpr, tpr, _ = roc(score, member)
-        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor),
-                label=f"{KIND_LABEL.get(kind, kind)}: AUC {result.metrics[kind].auc:.3f}")
+        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=label)
     ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
     ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1), xlabel="false positive rate",
-           ylabel="true positive rate", title=f"AMIA ROC ({result.config.shadow} shadow, η={result.config.eta})")
+           ylabel="true positive rate", title=title)
     ax.legend(fontsize=7, loc="lower right")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def roc_png(result: AmiaResult) -> bytes:
+    curves = {f"{KIND_LABEL.get(kind, kind)}: AUC {result.metrics[kind].auc:.3f}": (score, member)
+              for kind, (_, member, score) in result.scores.items()}
+    return log_roc_png(curves, f"AMIA ROC ({result.config.attack}, {result.config.shadow}, η={result.config.eta})")
 
 
 def write_report(result: AmiaResult, out: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def _cell(values: Mapping[str, Any], intervals: Mapping[str, Any], key: str) -> 
         return _fmt(value)
     if "k" in ci:
         return f"{_fmt(value)} ({ci['k']}/{ci['n']}; {ci['low']:.2f}–{ci['high']:.2f})"
-    return f"{_fmt(value)} ({ci['low']:.2f}–{ci['high']:.2f})" if ci["low"] == ci["low"] else _fmt(value)
+    return _fmt(value) if math.isnan(ci["low"]) else f"{_fmt(value)} ({ci['low']:.2f}–{ci['high']:.2f})"
 
 
 def summary_table(summary: Mapping[str, Any]) -> list[list[str]]:
