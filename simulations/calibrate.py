@@ -24,6 +24,7 @@ from attacker.membership.metrics import membership_metrics
 from attacker.membership.references import cached_references, universe_of
 from attacker.membership.report import log_roc_png
 from attacker.membership.shadow import MembershipKnowledge, ShadowTraining, train_classifier
+from attacker.scoring.stats import wilson
 from fednas.batches import ImageSet
 from fednas.data import load_dataset
 from fednas.resnet import ResNet
@@ -117,11 +118,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"members against as many non-members; attacker pool {result['pool']}; "
             f"{result['config']['references']} reference models; seed {result['seed']}.")
     lines = [f"# Membership-attack calibration ({result['dataset']})", "", head, "",
-             "| attack | AUC [95% CI] | TPR@1%FPR | TPR@0.1%FPR (TP) | best accuracy |", "|---|---|---|---|---|"]
+             "| attack | AUC [95% CI] | TPR@1%FPR [95% CI] | TPR@0.1%FPR [95% CI] (TP) | best accuracy |",
+             "|---|---|---|---|---|"]
     for r in result["rows"]:
         few = ", too few" if r["tp_at_01pct_fpr"] <= 1 else ""
+        n = r["n_members"]
+        tpr1 = wilson(round(r["tpr_at_1pct_fpr"] * n), n)
+        tpr01 = wilson(r["tp_at_01pct_fpr"], n)
         lines.append(f"| {r['attack']} | {r['auc']:.3f} [{r['auc_low']:.3f}, {r['auc_high']:.3f}] | "
-                     f"{r['tpr_at_1pct_fpr']:.3f} | {r['tpr_at_01pct_fpr']:.4f} ({r['tp_at_01pct_fpr']}{few}) | "
+                     f"{r['tpr_at_1pct_fpr']:.3f} [{tpr1[0]:.3f}, {tpr1[1]:.3f}] | {r['tpr_at_01pct_fpr']:.4f} "
+                     f"[{tpr01[0]:.4f}, {tpr01[1]:.4f}] ({r['tp_at_01pct_fpr']} of {n}{few}) | "
                      f"{r['best_accuracy']:.3f} |")
     order = " > ".join(result["order_at_0.1%_fpr"])
     lines += ["", f"Measured order at 0.1% FPR: {order}; the literature's: rmia ≳ lira ≫ ml-leaks.",
