@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fednas.rows import is_rows, row_conv2d
+
 Tensor = torch.Tensor
 # below this side the four phases are too small for oneDNN's kernels to pay for the copies (measured: at 7x7 a
 # 5x5 dilated depthwise took 6.0 ms as phases against 4.4 ms dilated, forward and both gradients, [16, 64, 7, 7])
@@ -53,14 +55,20 @@ class _Conv(torch.autograd.Function):
 
 
 def conv2d(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 0, groups: int = 1) -> Tensor:
-    """``F.conv2d`` without bias or dilation, channels-last in the forward and in both gradients."""
+    """``F.conv2d`` without bias or dilation, channels-last in the forward and in both gradients; a weight with a
+    leading row dimension is one weight per row (:func:`fednas.rows.row_conv2d`)."""
+    if is_rows(weight, 4):
+        return row_conv2d(x, weight, stride, padding, 1, groups)
     out: Tensor = _Conv.apply(x, weight, stride, padding, groups)
     return out
 
 
 def dilated_conv2d(x: Tensor, weight: Tensor, stride: int, padding: int, dilation: int, groups: int) -> Tensor:
     """``F.conv2d(x, weight, None, stride, padding, dilation, groups)`` without a dilated kernel (see the module
-    docstring); any other dilated geometry falls back to ``F.conv2d``."""
+    docstring); any other dilated geometry falls back to ``F.conv2d``. Row weights: :func:`fednas.rows.row_conv2d`
+    (dilated as it is: its double backward is cheaper so than through the phases)."""
+    if is_rows(weight, 4):
+        return row_conv2d(x, weight, stride, padding, dilation, groups)
     if dilation == 1:
         return conv2d(x, weight, stride, padding, groups)
     n, c, h, w = x.shape

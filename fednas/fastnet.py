@@ -32,6 +32,7 @@ from torch import nn
 
 from fednas.convolution import channels_last, conv2d, dilated_conv2d
 from fednas.operations import ActConvBN, DilConv, FactorizedReduce, SepConv
+from fednas.rows import is_rows, row_linear
 from fednas.supernet import SearchCell, SuperNet
 
 Tensor = torch.Tensor
@@ -46,7 +47,7 @@ class Weights:
         self.frozen = False
 
     def __call__(self, weights: Sequence[Tensor]) -> Tensor:
-        out = torch.cat(list(weights)) if len(weights) > 1 else weights[0]
+        out = torch.cat(list(weights), dim=-4) if len(weights) > 1 else weights[0]   # row weights: [R, ...]
         return out.detach() if self.frozen else out
 
 
@@ -96,7 +97,7 @@ def _factorized(ops: Sequence[FactorizedReduce], a: Tensor, weights: Weights) ->
     rows = []
     for o in ops:
         w1, w2 = o.conv_1.weight, o.conv_2.weight
-        rows += [torch.cat([w1, torch.zeros_like(w1)], 1), torch.cat([torch.zeros_like(w2), w2], 1)]
+        rows += [torch.cat([w1, torch.zeros_like(w1)], -3), torch.cat([torch.zeros_like(w2), w2], -3)]
     shifted = F.pad(a, (0, 1, 0, 1))[:, :, 1:, 1:]
     return conv2d(torch.cat([a, shifted], 1), weights(rows), 2)
 
@@ -219,7 +220,10 @@ class FastSearchNet(nn.Module):
                                        stem.stride[0], stem.padding[0]))
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, weights[model.spec.alpha_group(i)])
-        logits: Tensor = model.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+        pooled, classifier = F.adaptive_avg_pool2d(s1, 1).flatten(1), model.classifier
+        if is_rows(classifier.weight, 2):
+            return row_linear(pooled, classifier.weight, classifier.bias)
+        logits: Tensor = classifier(pooled)
         return logits
 
 

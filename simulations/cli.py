@@ -16,7 +16,7 @@ from fednas.data import DATASETS, available_datasets, resolve_data_root
 from fednas.storage import package_versions
 from simulations.cli_amia import amia, amia_calibrate, amia_scenario, bench_amia, distill_command, serve
 from simulations.cli_attack import bench_adra, bench_race, bench_similarity, reconstruct
-from simulations.cli_common import emit_figures, toml_pairs
+from simulations.cli_common import emit_figures, parse_list, toml_pairs
 from simulations.cli_deploy import (
     bench_defenses,
     bench_deploy,
@@ -101,6 +101,30 @@ def bench_search(
     root, _ = resolve_data_root(data_root)
     overrides = {"dataset": "mnist", "data-root": str(root), **toml_pairs(run_config)}
     emit_figures(step_ratio(overrides, rounds, steps, threads), json_path)
+
+
+@bench_app.command("inversion")
+def bench_inversion(
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    rows: Annotated[str, typer.Option(help="row counts (captures x restarts optimised together), comma list")] = (
+        "1,8,16,32"),
+    rounds: Annotated[int, typer.Option(min=1, help="alternating rounds (medians)")] = 3,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 1,
+    run_config: Annotated[list[str], typer.Option("--run-config", help="run-config key=value (TOML)")] = [],  # noqa: B006
+) -> None:
+    """One evaluation of the Δθ inversion (replay, match, double backward) on both replay paths, in one process."""
+    from simulations.bench_inversion import inversion_ratio
+
+    root, _ = resolve_data_root(data_root)
+    try:
+        counts = parse_list(rows, int)
+    except ValueError:
+        raise typer.BadParameter(f"--rows expects a comma list of row counts, got {rows!r}") from None
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter(f"--rows: rows must be positive counts of rows, got {rows!r}")
+    overrides = {"dataset": "mnist", "data-root": str(root), **toml_pairs(run_config)}
+    emit_figures(inversion_ratio(overrides, counts, rounds, threads=threads), json_path)
 
 
 @bench_app.command("interceptor")

@@ -107,6 +107,10 @@ class AttackSettings(KebabModel):
                                             "function evaluations)")
     inversion_lr: float = Field(-1.0, description="θ/joint attacks: step size; -1: the optimizer's preset")
     inversion_tv: float = Field(1e-2, ge=0, description="θ/joint attacks: total-variation weight")
+    inversion_fast: bool = Field(True, description="θ/joint attacks: the clients' local searches replayed through "
+                                                   "the edge-batched supernet with one weight set per row and "
+                                                   "grouped double-backward kernels (the same function, tested to "
+                                                   "1e-12 in float64); false: vmap over the plain supernet")
     inversion_max_images: int = Field(
         32, ge=1, le=65_536, description="θ/joint attacks skip captures whose update holds more "
                                          "images than this (θ steps x θ batch size): each costs a "

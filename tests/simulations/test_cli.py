@@ -106,7 +106,8 @@ def test_bench_defenses_smoke(tmp_path, data_root, mnist_or_digits):
 
 def test_bench_race_and_similarity_smoke(tmp_path, data_root, mnist_or_digits):
     if mnist_or_digits != "mnist":
-        return                                      # both are defined on MNIST test images
+        pytest.skip("bench race and bench similarity are defined on MNIST test images, and MNIST is not under the "
+                    "data root")
     out = tmp_path / "race.json"
     result = runner.invoke(app, ["bench", "race", "--images", "1", "--iterations", "1", "--data-root", str(data_root),
                                  "--contestants", "ours,invertinggradients", "--run-config", "channels=4",
@@ -123,3 +124,23 @@ def test_bench_race_and_similarity_smoke(tmp_path, data_root, mnist_or_digits):
     assert case["alpha_entries"] == 224 and -1 <= case["alpha"]["same_class_mean"] <= 1
     bad = runner.invoke(app, ["bench", "race", "--contestants", "dlg2", "--data-root", str(data_root)])
     assert bad.exit_code != 0 and "dlg2" in flat(bad.output)
+
+
+def test_bench_search_and_inversion_smoke(tmp_path, data_root, mnist_or_digits):
+    """Both paired benchmarks print their paths' medians, and the two inversion paths agree on the gradient."""
+    if mnist_or_digits != "mnist":
+        pytest.skip("bench search and bench inversion are defined on MNIST, and MNIST is not under the data root")
+    small = [a for c in ("channels=4", "nodes=2") for a in ("--run-config", c)]
+    result = runner.invoke(app, ["bench", "search", "--rounds", "1", "--steps", "1", "--data-root", str(data_root),
+                                 "--json", str(tmp_path / "search.json"), *small])
+    assert result.exit_code == 0, result.output
+    search = json.loads((tmp_path / "search.json").read_text())
+    assert search["step_plain_ms"] > 0 and search["step_fast_ms"] > 0
+    result = runner.invoke(app, ["bench", "inversion", "--rows", "2", "--rounds", "1", "--data-root", str(data_root),
+                                 "--json", str(tmp_path / "inversion.json"), *small])
+    assert result.exit_code == 0, result.output
+    case = json.loads((tmp_path / "inversion.json").read_text())["cases"][0]
+    assert case["rows"] == 2 and case["fast_s_per_evaluation"] > 0 and case["plain_s_per_evaluation"] > 0
+    assert case["max_gradient_difference"] < 1e-4
+    bad = runner.invoke(app, ["bench", "inversion", "--rows", "0", "--data-root", str(data_root)])
+    assert bad.exit_code != 0 and "rows must be positive" in flat(bad.output)

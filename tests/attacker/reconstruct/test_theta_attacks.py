@@ -8,8 +8,9 @@ from attacker.reconstruct.idlg import analytic_labels
 from attacker.reconstruct.knowledge import PublicKnowledge
 from attacker.reconstruct.model import theta_model
 from attacker.reconstruct.threat import THREAT_MODELS
-from attacker.reconstruct.trajectory import replay_local_search
+from attacker.reconstruct.trajectory import replay_local_search, replay_rows
 from attacker.wire.synthetic import client_capture
+from fednas.fastnet import FastSearchNet
 from fednas.search import LocalSearchConfig
 from fednas.search_space import SupernetSpec
 from fednas.state import THETA_PREFIX, export_state
@@ -45,8 +46,15 @@ def test_analytic_label_is_exact_for_a_single_sample_update(model, clip):
         assert analytic_labels(net, target, public, alphas).tolist() == [int(y[i])]
 
 
+def replay_paths():
+    """Both implementations of the replay, each with the network it takes."""
+    return {"rows": lambda: (FastSearchNet(theta_model(SPEC, (0.5,), (0.25,))), replay_rows),
+            "vmap": lambda: (theta_model(SPEC, (0.5,), (0.25,)), replay_local_search)}
+
+
+@pytest.mark.parametrize("path", ["rows", "vmap"])
 @pytest.mark.parametrize("alpha_optimizer", ["sgd", "adam"])
-def test_the_trajectory_simulator_reproduces_the_client_update_from_the_true_data(model, alpha_optimizer):
+def test_the_trajectory_simulator_reproduces_the_client_update_from_the_true_data(model, alpha_optimizer, path):
     x, y = images(12)
     tx, ty = images(12, seed=5)
     # interleaved α and θ steps, momentum, weight decay and active clipping: the whole local search
@@ -56,8 +64,8 @@ def test_the_trajectory_simulator_reproduces_the_client_update_from_the_true_dat
     target = THREAT_MODELS.get("wire")(view, public_for(x, y), {})
     a_ids = [i for b in result.alpha_batches for i in b]
     t_ids = [i for b in result.theta_batches for i in b]
-    net = theta_model(SPEC, (0.5,), (0.25,))
-    d_alpha, d_theta = replay_local_search(
+    net, replay = replay_paths()[path]()
+    d_alpha, d_theta = replay(
         net, target.schedule, target.theta, {g: a.unsqueeze(0) for g, a in target.alpha_before.items()},
         (x[a_ids].float() / 255)[None], F.one_hot(y[a_ids], 10).float()[None],
         (tx[t_ids].float() / 255)[None], F.one_hot(ty[t_ids], 10).float()[None])
@@ -70,6 +78,35 @@ def test_the_trajectory_simulator_reproduces_the_client_update_from_the_true_dat
     assert any(v.abs().max() > 1e-4 for v in target.theta_delta.values())
     for k, delta in target.theta_delta.items():
         torch.testing.assert_close(d_theta[k][0], delta, rtol=1e-4, atol=ulps(target.theta[k]) + 1e-9)
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["theta-attack", "joint-attack"])
+@pytest.mark.parametrize(("order", "steps", "clip", "optimizer"), [("alpha-first", 1, 5.0, "sgd"),
+                                                                   ("interleaved", 3, 0.05, "adam")])
+def test_row_replay_is_the_vmap_replay_to_the_image_gradient(model, known, order, steps, clip, optimizer):
+    """inversion-fast: the same (Δα, Δθ) and the same gradient of a match with respect to both image batches, in
+    float64, with α known (θ attack) or simulated (joint attack), clipping, momentum and Adam on α."""
+    from attacker.reconstruct.threat import Schedule, ThetaRule, UpdateRule
+
+    sched = Schedule(ThetaRule(steps, 2, 0.05, 0.9, 3e-4, clip), UpdateRule(optimizer, 0.1, 1e-3, 2, 2), order)
+    gen = torch.Generator().manual_seed(7)
+    rows, dt = 3, torch.float64
+    theta = {k[len(THETA_PREFIX):]: v.to(dt) for k, v in export_state(model, weights=True).items()
+             if k.startswith(THETA_PREFIX)}
+    a0 = {g: 0.3 * torch.randn(rows, *SPEC.alpha_shape(), generator=gen, dtype=dt) for g in SPEC.alpha_groups()}
+    known_alphas = {g: a.unsqueeze(1).expand(rows, steps, *a.shape[1:]) * 1.1 for g, a in a0.items()} if known else None
+    a_img = torch.rand(rows, 4, 1, 8, 8, generator=gen, dtype=dt, requires_grad=True)
+    t_img = torch.rand(rows, 2 * steps, 1, 8, 8, generator=gen, dtype=dt, requires_grad=True)
+    a_soft, t_soft = (F.softmax(torch.randn(rows, n, 10, generator=gen, dtype=dt), -1) for n in (4, 2 * steps))
+    weights = {k: torch.randn(rows, *v.shape, generator=gen, dtype=dt) for k, v in theta.items()}
+    results = []
+    for path in ("rows", "vmap"):
+        net, replay = replay_paths()[path]()
+        d_alpha, d_theta = replay(net.double(), sched, theta, a0, a_img, a_soft, t_img, t_soft, known_alphas)
+        match = sum((d_theta[k] * weights[k]).sum() for k in d_theta) + sum((v ** 2).sum() for v in d_alpha.values())
+        results.append((match, *torch.autograd.grad(match, [t_img] if known else [t_img, a_img])))
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
 def test_dense_depthwise_model_is_the_same_function_with_the_same_theta_gradients(model):
