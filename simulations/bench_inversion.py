@@ -12,6 +12,7 @@ difference between the two paths' image gradients, relative to their scale.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -68,7 +69,7 @@ def _evaluation(overrides: dict[str, Any], rows: int, seed: int) -> dict[str, Ca
         match = objective(torch.cat([d_theta[k].flatten(1) for k in theta], 1), observed, None)
         return torch.autograd.grad(match.sum(), [x])[0]
 
-    return {name: (lambda net=net, replay=replay: run(net, replay)) for name, (net, replay) in paths.items()}
+    return {name: functools.partial(run, net, replay) for name, (net, replay) in paths.items()}
 
 
 def _median_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> float:

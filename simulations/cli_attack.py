@@ -10,6 +10,7 @@ import typer
 from attacker.interceptor.config import InterceptorConfig
 from attacker.reconstruct.settings import AttackSettings
 from fednas.schema import ConfigError
+from fednas.storage import atomic_write_bytes
 from simulations.cli_common import emit_figures, key_values, parse_list, settings_from
 
 
@@ -105,30 +106,41 @@ def bench_adra(
 
 
 def bench_race(
-    images: Annotated[int, typer.Option(help="MNIST test images (the first N)")] = 20,
-    iterations: Annotated[int, typer.Option(help="the shared budget: Adam steps or L-BFGS evaluations")] = 60,
-    contestants: Annotated[str, typer.Option(help="ours, ours-noise-init, invertinggradients, deepleakage")] =
+    images: Annotated[int, typer.Option(min=1, help="MNIST test images (the first N)")] = 20,
+    starts: Annotated[str, typer.Option(help="start images, comma list: noise, class-mean")] = "noise,class-mean",
+    contestants: Annotated[str, typer.Option(help="ours, invertinggradients, deepleakage")] =
         "ours,invertinggradients",
+    wall_cap: Annotated[float, typer.Option(min=0.1, help="seconds per image at most, per contestant")] = 120.0,
+    patience: Annotated[int, typer.Option(min=1, help="ours: L-BFGS evaluations without improvement")] = 30,
+    breaching_patience: Annotated[int, typer.Option(min=1, help="breaching: iterations without improvement")] = 300,
+    breaching_iterations: Annotated[int, typer.Option(min=1, help="breaching's schedule length")] = 4000,
     run_config: Annotated[list[str], typer.Option("--run-config", help="model key=value, e.g. channels=4")] = [],  # noqa: B006
     data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
-    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here (and the plot "
+                                                                  "beside it, .png)")] = None,
 ) -> None:
-    """Our Δθ inversion against breaching's on the same updates: PSNR, SSIM, seconds per image (one thread)."""
+    """Our Δθ inversion against breaching's from the same starts, each run to the end: PSNR/SSIM over time."""
     from fednas.data import resolve_data_root
-    from simulations.race_breaching import CONTESTANTS, race
+    from simulations.race_breaching import CONTESTANTS, STARTS, RaceLimits, race
 
-    names = parse_list(contestants)
+    names, kinds = parse_list(contestants), tuple(parse_list(starts))
     try:
         for name in names:
             CONTESTANTS.get(name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if not kinds or any(k not in STARTS for k in kinds):
+        raise typer.BadParameter(f"--starts: unknown start in {starts!r}; known: {', '.join(STARTS)}")
     knobs = key_values(run_config, "--run-config")
     root, _ = resolve_data_root(data_root)
+    limits = RaceLimits(wall_cap_s=wall_cap, patience=patience, breaching_patience=breaching_patience,
+                        breaching_iterations=breaching_iterations)
     try:
-        figures = race(images, iterations, str(root), knobs, names)
+        figures, png = race(images, str(root), knobs, names, kinds, limits)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if json_path is not None and png:
+        atomic_write_bytes(json_path.with_suffix(".png"), png)
     emit_figures(figures, json_path)
 
 

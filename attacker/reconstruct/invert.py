@@ -121,7 +121,7 @@ def invert_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, setti
         tv = total_variation(images.flatten(0, 1)).view(rows.count, per_row).mean(1)
         return match, match + stage.tv * tv
 
-    optimise([params.param], losses, stage, rows.count, callbacks)
+    optimise([params.param], losses, stage, rows.count, callbacks, lambda: params.images().detach())
     with torch.no_grad():
         match = losses()[0]
         chosen = rows.best(match)

@@ -35,12 +35,14 @@ class Reconstruction:
 
 @dataclass(frozen=True)
 class Progress:
-    """What an iteration callback receives."""
+    """What an iteration callback receives (``current``: the dummy images now, detached, for benchmarks that score
+    the trajectory; ``None`` when the attack does not offer them)."""
 
     iteration: int
     iterations: int
     captures: int
     loss: float
+    current: Callable[[], torch.Tensor] | None = None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -122,7 +124,7 @@ def gc_paused() -> Iterator[None]:
 
 
 def _lbfgs(variables: list[torch.Tensor], losses: Losses, stage: StageSettings, rows: int,
-           callbacks: Sequence[ProgressCallback]) -> None:
+           callbacks: Sequence[ProgressCallback], current: Callable[[], torch.Tensor] | None) -> None:
     iterations = stage.iterations
     opt = torch.optim.LBFGS(variables, lr=stage.step_size(), max_iter=iterations, max_eval=iterations,
                             history_size=20, line_search_fn="strong_wolfe")
@@ -135,14 +137,14 @@ def _lbfgs(variables: list[torch.Tensor], losses: Losses, stage: StageSettings, 
         loss.backward(inputs=variables)
         count[0] += 1
         for cb in callbacks:
-            cb(Progress(count[0], iterations, rows, float(loss.detach()) / rows))
+            cb(Progress(count[0], iterations, rows, float(loss.detach()) / rows, current))
         return loss
 
     opt.step(closure)
 
 
 def _adam(variables: list[torch.Tensor], losses: Losses, stage: StageSettings, rows: int,
-          callbacks: Sequence[ProgressCallback]) -> None:
+          callbacks: Sequence[ProgressCallback], current: Callable[[], torch.Tensor] | None) -> None:
     iterations = stage.iterations
     opt = torch.optim.Adam(variables, lr=stage.step_size())
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(iterations * f) for f in (0.5, 0.75, 0.9)], 0.3)
@@ -154,18 +156,19 @@ def _adam(variables: list[torch.Tensor], losses: Losses, stage: StageSettings, r
         opt.step()
         sched.step()
         for cb in callbacks:
-            cb(Progress(it + 1, iterations, rows, float(loss.detach()) / rows))
+            cb(Progress(it + 1, iterations, rows, float(loss.detach()) / rows, current))
 
 
-Optimiser = Callable[[list[torch.Tensor], Losses, StageSettings, int, Sequence[ProgressCallback]], None]
+Optimiser = Callable[[list[torch.Tensor], Losses, StageSettings, int, Sequence[ProgressCallback],
+                      Callable[[], torch.Tensor] | None], None]
 OPTIMISERS: Registry[Optimiser] = Registry("attack optimizer")
 OPTIMISERS.add("lbfgs", _lbfgs)
 OPTIMISERS.add("adam", _adam)
 
 
 def optimise(variables: list[torch.Tensor], losses: Losses, stage: StageSettings, rows: int,
-             callbacks: Sequence[ProgressCallback] = ()) -> None:
+             callbacks: Sequence[ProgressCallback] = (), current: Callable[[], torch.Tensor] | None = None) -> None:
     """Minimise ``losses()[1].sum()`` over ``variables`` with the stage's optimiser (L-BFGS: ``iterations``
     function evaluations; Adam: ``iterations`` steps with a step-down schedule); callbacks see every evaluation."""
     with gc_paused():
-        OPTIMISERS.get(stage.optimizer)(variables, losses, stage, rows, callbacks)
+        OPTIMISERS.get(stage.optimizer)(variables, losses, stage, rows, callbacks, current)

@@ -109,14 +109,17 @@ def test_bench_race_and_similarity_smoke(tmp_path, data_root, mnist_or_digits):
         pytest.skip("bench race and bench similarity are defined on MNIST test images, and MNIST is not under the "
                     "data root")
     out = tmp_path / "race.json"
-    result = runner.invoke(app, ["bench", "race", "--images", "1", "--iterations", "1", "--data-root", str(data_root),
-                                 "--contestants", "ours,invertinggradients", "--run-config", "channels=4",
-                                 "--run-config", "nodes=2", "--json", str(out)])
+    result = runner.invoke(app, ["bench", "race", "--images", "1", "--wall-cap", "0.5", "--starts", "class-mean",
+                                 "--data-root", str(data_root), "--contestants", "ours,invertinggradients",
+                                 "--run-config", "channels=4", "--run-config", "nodes=2", "--json", str(out)])
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
-    assert figures["images"] == 1 and figures["results"]["ours"]["label_accuracy"] == 1.0
-    rival = figures["results"]["invertinggradients"]      # breaching is an optional extra
-    assert "psnr" in rival or "pip install" in rival["skipped"]
+    race = figures["starts"]["class-mean"]
+    assert figures["images"] == 1 and race["contestants"]["ours"]["label_accuracy"] == 1.0
+    assert (tmp_path / "race.png").read_bytes()[:4] == b"\x89PNG"
+    rival = race["contestants"]["invertinggradients"]      # breaching is an optional extra
+    assert "best_psnr" in rival or "pip install" in rival["skipped"]
+    assert race["verdict"]
     result = runner.invoke(app, ["bench", "similarity", "--per-class", "2", "--train-steps", "0", "--alpha-size", "224",
                                  "--data-root", str(data_root), "--json", str(tmp_path / "sim.json")])
     assert result.exit_code == 0, result.output
@@ -124,6 +127,8 @@ def test_bench_race_and_similarity_smoke(tmp_path, data_root, mnist_or_digits):
     assert case["alpha_entries"] == 224 and -1 <= case["alpha"]["same_class_mean"] <= 1
     bad = runner.invoke(app, ["bench", "race", "--contestants", "dlg2", "--data-root", str(data_root)])
     assert bad.exit_code != 0 and "dlg2" in flat(bad.output)
+    bad = runner.invoke(app, ["bench", "race", "--starts", "zeros", "--data-root", str(data_root)])
+    assert bad.exit_code != 0 and "noise, class-mean" in flat(bad.output)
 
 
 def test_bench_search_and_inversion_smoke(tmp_path, data_root, mnist_or_digits):
