@@ -26,8 +26,9 @@ def amia(
     eta: Annotated[float, typer.Option(help="share of the attacker's data from the target's distribution, (0, 1]")
                    ] = 1.0,
     seed: Annotated[int, typer.Option(help="the AMIA seed")] = 0,
-    attack: Annotated[str, typer.Option(help="ml-leaks (the paper's), lira (offline), lira-online or rmia; the last "
-                                             "three train --set references=N reference models (cached)")
+    attack: Annotated[str, typer.Option(help="ml-leaks (the paper's), lira (offline), lira-online or rmia, or a comma "
+                                             "list to compare them side by side; the last three train --set "
+                                             "references=N reference models (cached, shared)")
                       ] = "ml-leaks",
     url: Annotated[str, typer.Option(help="query this prediction service (archleak serve) instead of loading the "
                                           "model in process")] = "",
@@ -47,25 +48,34 @@ def amia(
     import torch
 
     from attacker.membership.evaluate import evaluate_run
-    from attacker.membership.report import amia_markdown, write_report
+    from attacker.membership.report import amia_markdown, comparison_markdown, write_comparison, write_report
     from fednas.run_folder import RunNotFound
     from simulations.targets import target_box
 
-    cfg = amia_config(shadow, shadows, eta, seed, settings, attack)
-    suffix = ("" if model == "global" else f"-{model}") + ("" if cfg.attack == "ml-leaks" else f"-{cfg.attack}")
+    names = parse_list(attack) or ["ml-leaks"]
+    configs = {name: amia_config(shadow, shadows, eta, seed, settings, name) for name in dict.fromkeys(names)}
+    cfg = next(iter(configs.values()))
+    suffix = ("" if model == "global" else f"-{model}") + ("" if names == ["ml-leaks"] else f"-{'+'.join(configs)}")
     folder = out or run / "amia" / f"{cfg.shadow}-eta{cfg.eta:g}-seed{cfg.seed}{suffix}"
     tick, bars = stage_bars() if progress else (lambda *a: None, {})
+    results = {}
     try:
         target = target_box(run, url, model, torch.device(cfg.device), data_root)
-        result = evaluate_run(run, cfg, target, data_root=data_root, clients=tuple(parse_list(clients, int)),
-                              kinds=tuple(parse_list(members)), num_clients=num_clients, progress=tick,
-                              log=lambda line: typer.echo(line, err=True))
+        for name, config in configs.items():
+            results[name] = evaluate_run(run, config, target, data_root=data_root,
+                                         clients=tuple(parse_list(clients, int)), kinds=tuple(parse_list(members)),
+                                         num_clients=num_clients, progress=tick,
+                                         log=lambda line: typer.echo(line, err=True))
     except (RunNotFound, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     for bar in bars.values():
         bar.close()
-    write_report(result, folder)
-    typer.echo(amia_markdown(result))
+    if len(results) == 1:
+        write_report(results[cfg.attack], folder)
+        typer.echo(amia_markdown(results[cfg.attack]))
+    else:
+        write_comparison(results, folder)
+        typer.echo(comparison_markdown(results))
     typer.echo(f"results in {folder}")
 
 

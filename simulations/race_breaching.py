@@ -216,7 +216,7 @@ def _watch(attacker: Any, trace: Trace, ctx: dict[str, Any]) -> list[Callable[[]
         def watched() -> torch.Tensor:
             value: torch.Tensor = closure()
             holder[:] = [view]
-            trace.observe(float(value), view)
+            trace.observe(float(value.detach()), view)
             return value
 
         return watched

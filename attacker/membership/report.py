@@ -150,3 +150,70 @@ def write_report(result: AmiaResult, out: Path) -> dict[str, Any]:
               "notes": result.notes, "audit": result.audit, "versions": package_versions()}
     atomic_write_json(out / "amia.json", record)
     return record
+
+
+def comparison_rows(results: dict[str, AmiaResult]) -> list[dict[str, Any]]:
+    """One row per member kind, one group of columns per attack (the same target, members and non-members)."""
+    kinds = list(next(iter(results.values())).metrics)
+    out = []
+    for kind in kinds:
+        row: dict[str, Any] = {"members": kind, "n": next(iter(results.values())).metrics[kind].n_members}
+        for name, result in results.items():
+            m = result.metrics[kind]
+            row.update({f"{name}:{k}": v for k, v in (("auc", m.auc), ("auc_low", m.auc_low), ("auc_high", m.auc_high),
+                                                       ("tpr@1%fpr", m.tpr_at_1pct_fpr),
+                                                       ("tpr@0.1%fpr", m.tpr_at_01pct_fpr),
+                                                       ("tp@0.1%fpr", m.tp_at_01pct_fpr), ("accuracy", m.accuracy))})
+        out.append(row)
+    return out
+
+
+def comparison_markdown(results: dict[str, AmiaResult]) -> str:
+    """The attacks side by side: AUC with its bootstrap interval, and TPR at 1% and 0.1% FPR with the count of true
+    positives behind the latter; each attack's own full report is in its sub-folder."""
+    first = next(iter(results.values()))
+    names = list(results)
+    lines = [f"# AMIA on {first.run_dir}: {len(names)} attacks", "",
+             (f"Target: {first.target.get('model')} ({first.target.get('dataset')}, round "
+              f"{first.target.get('round')}); η = {first.config.eta}; seed {first.config.seed}; the same members and "
+              "non-members for every attack."),
+             "", "| members | n | " + " | ".join(f"{a}: AUC [95% CI]" for a in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    table = comparison_rows(results)
+    for row in table:
+        cells = [f"{row[f'{a}:auc']:.3f} [{row[f'{a}:auc_low']:.3f}, {row[f'{a}:auc_high']:.3f}]" for a in names]
+        lines.append(f"| {KIND_LABEL.get(row['members'], row['members'])} | {row['n']} | " + " | ".join(cells) + " |")
+    lines += ["", "| members | " + " | ".join(f"{a}: TPR@1% / TPR@0.1% (TP)" for a in names) + " |",
+              "|---|" + "---|" * len(names)]
+    for row in table:
+        cells = [f"{row[f'{a}:tpr@1%fpr']:.3f} / {row[f'{a}:tpr@0.1%fpr']:.4f} ({row[f'{a}:tp@0.1%fpr']})"
+                 for a in names]
+        lines.append(f"| {KIND_LABEL.get(row['members'], row['members'])} | " + " | ".join(cells) + " |")
+    few = [f"{a}, {row['members']}: TPR at 0.1% FPR rests on {row[f'{a}:tp@0.1%fpr']} true positive(s), too few "
+           "to trust" for row in table for a in names if row[f"{a}:tp@0.1%fpr"] <= 1]
+    setups = [f"{a}: " + (f"{r.config.references} {r.config.shadow} reference model(s)" if r.config.attack != "ml-leaks"
+                          else f"{r.config.shadows} × {r.config.shadow} shadow(s), features {r.config.features}")
+              + "; seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in r.seconds.items())
+              for a, r in results.items()]
+    lines += ["", *[f"- {s}" for s in setups], "", *[f"Note: {n}" for n in few],
+              "Chance is 0.5 AUC, and TPR at FPR x is x for a random guess (balanced members and non-members)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(results: dict[str, AmiaResult], out: Path) -> dict[str, Any]:
+    """Each attack's full report in ``out/<attack>/``, and the side-by-side amia.md/.csv/.json and one roc.png with
+    every attack's curves in ``out``."""
+    out = Path(out)
+    records = {name: write_report(result, out / name) for name, result in results.items()}
+    table = comparison_rows(results)
+    columns = ["members", "n", *[k for k in table[0] if ":" in k]]
+    atomic_write_bytes(out / "amia.csv", csv_bytes(table, tuple(columns)))
+    atomic_write_bytes(out / "amia.md", comparison_markdown(results).encode())
+    curves = {f"{name}, {KIND_LABEL.get(kind, kind)}: AUC {result.metrics[kind].auc:.3f}": (score, member)
+              for name, result in results.items() for kind, (_, member, score) in result.scores.items()}
+    first = next(iter(results.values()))
+    atomic_write_bytes(out / "roc.png", log_roc_png(curves, f"AMIA ROC, {len(results)} attacks (η={first.config.eta})"))
+    record = {"run_dir": first.run_dir, "attacks": list(results), "rows": table, "seed": first.config.seed,
+              "per_attack": {name: f"{name}/amia.json" for name in records}, "versions": package_versions()}
+    atomic_write_json(out / "amia.json", record)
+    return record

@@ -123,6 +123,29 @@ def test_reference_attacks_run_from_the_cli_and_share_cached_references(run, tmp
         np.testing.assert_array_equal(a["alpha_score"], b["alpha_score"])
 
 
+def test_several_attacks_are_compared_side_by_side_on_the_same_members(run, tmp_path):
+    """--attack ml-leaks,rmia: one column group per attack in amia.md/.csv/.json, every curve in one roc.png, each
+    attack's full report in its sub-folder, and the same members and non-members for both."""
+    out = tmp_path / "both"
+    result = runner.invoke(app, ["amia", "--run", str(run), "--attack", "ml-leaks,rmia", "--out", str(out),
+                                 "--members", "alpha,theta", "--set", "references=2", "--set", "population=40", *FAST])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "amia.json").read_text())
+    assert record["attacks"] == ["ml-leaks", "rmia"] and [r["members"] for r in record["rows"]] == ["alpha", "theta"]
+    for name in ("ml-leaks", "rmia"):
+        own = json.loads((out / name / "amia.json").read_text())
+        assert own["config"]["attack"] == name
+        assert [r["auc"] for r in own["rows"]] == [r[f"{name}:auc"] for r in record["rows"]]
+    with np.load(out / "ml-leaks" / "scores.npz") as a, np.load(out / "rmia" / "scores.npz") as b:
+        np.testing.assert_array_equal(a["alpha_member"], b["alpha_member"])
+        np.testing.assert_array_equal(a["alpha_ids"], b["alpha_ids"])
+    header = (out / "amia.csv").read_text().splitlines()[0]
+    assert "ml-leaks:auc" in header and "rmia:tp@0.1%fpr" in header
+    text = (out / "amia.md").read_text()
+    assert "rmia: AUC [95% CI]" in text and "ml-leaks: TPR@1% / TPR@0.1% (TP)" in text
+    assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_an_unknown_attack_lists_the_known_ones(run):
     result = runner.invoke(app, ["amia", "--run", str(run), "--attack", "mystery", *FAST])
     assert result.exit_code == 2 and "known: ml-leaks, lira, lira-online, rmia" in flat(result.output)
