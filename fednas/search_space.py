@@ -9,7 +9,8 @@ the α of one cell has ``edges(nodes) * len(primitives)`` entries with ``edges(n
 (node i has 2 + i incoming edges). With ``alpha_sharing="shared"`` there is one α for all normal
 cells and one for all reduction cells (224 entries at 4 nodes and 8 primitives, whatever the depth).
 With ``alpha_sharing="per-cell"`` every cell owns its α, so the count is ``cells * edges * 8``.
-:func:`spec_for_paper_p` picks per-cell ``(cells, nodes)`` whose count is closest to P²/2.
+:func:`spec_for_paper_p` picks per-cell ``(cells, nodes)`` whose count is closest to P²/2, with cells of DARTS-like
+size (8 to 10 nodes) and the depth growing with P: up to 63 cells × 10 nodes, 32,760 entries, for P = 256.
 """
 
 from __future__ import annotations
@@ -123,16 +124,18 @@ class SupernetSpec(SearchSpaceKnobs):
         return len(self.alpha_groups()) * rows * cols
 
 
-def spec_for_paper_p(p: int, base: SupernetSpec | None = None, max_cells: int = 20,
+def spec_for_paper_p(p: int, base: SupernetSpec | None = None, max_cells: int = 64, min_nodes: int = 8,
                      max_nodes: int = 10) -> SupernetSpec:
-    """Per-cell spec whose α count is closest to the paper's P²/2 (ties: fewest cells)."""
+    """Per-cell spec whose α count is closest to the paper's P²/2 (ties: fewest cells). The scale grows by depth:
+    cells keep 8–10 nodes (without that floor, 32 one-node cells would match P = 32 exactly), and ``max_cells`` is
+    the run config's bound on cells."""
     if p < 2:
         raise ValueError(f"paper network size P must be >= 2, got {p}")
     base = base or SupernetSpec()
     target = p * p / 2
     best: tuple[float, int, int] | None = None
     for cells in range(1, max_cells + 1):
-        for nodes in range(1, max_nodes + 1):
+        for nodes in range(min_nodes, max_nodes + 1):
             count = cells * edges_per_cell(nodes) * len(base.primitives)
             key = (abs(count - target), cells, nodes)
             if best is None or key < best:

@@ -32,10 +32,14 @@ def test_alpha_count_formula(kwargs, count):
     assert spec.alpha_count() == len(spec.alpha_groups()) * edges_per_cell(spec.nodes) * len(spec.primitives)
 
 
-def test_paper_p_mapping_crosses_the_pixel_count():
-    for p in (32, 64, 96, 128):
+def test_paper_p_mapping_reaches_p_256_within_five_percent():
+    """P = 32 … 256 (the paper's Tables 1 and 3): α within 5% of P²/2, P = 256 included (32,768 entries, not a
+    smaller network under its label), each a valid run config (cells ≤ 64)."""
+    for p in (32, 64, 96, 128, 256):
         spec = spec_for_paper_p(p)
-        assert abs(spec.alpha_count() - p * p / 2) / (p * p / 2) < 0.05
+        assert abs(spec.alpha_count() - p * p / 2) / (p * p / 2) < 0.05, (p, spec.alpha_count())
+        assert 8 <= spec.nodes <= 10 and spec.cells <= 64
+    assert spec_for_paper_p(256).alpha_count() == 63 * edges_per_cell(10) * 8 == 32_760
     assert spec_for_paper_p(64).alpha_count() > 784
 
 
