@@ -104,7 +104,7 @@ class Trace:
         if self.evaluations % self.every == 0:
             self.times.append(elapsed)
             self.snapshots.append(current().clone())
-        if loss < self.best - self.min_improvement * abs(self.best):
+        if self.evaluations == 1 or loss < self.best - self.min_improvement * abs(self.best):
             self.best, self.since_best = loss, 0
         else:
             self.since_best += 1

@@ -40,3 +40,16 @@ def test_ours_starts_from_the_images_given_to_breaching(data_root, mnist_or_digi
         trace = _ours(targets, ctx, start, RaceLimits(snapshot_every=1, ours_iterations=2))[0]
         torch.testing.assert_close(trace.snapshots[1], start, atol=1e-6, rtol=0)
         assert trace.labels.tolist() == labels.tolist()       # one sample per update: the analytic label is exact
+
+
+def test_a_trace_stops_only_after_patience_evaluations_without_improvement():
+    """The first evaluation sets the best (a best of +inf must not swallow every later improvement)."""
+    from simulations.race_breaching import Trace, _Stop
+
+    trace = Trace(torch.zeros(1, 1, 2, 2), wall_cap_s=1e9, patience=3, min_improvement=1e-3, every=1)
+    for loss in (5.0, 4.0, 3.0, 2.0):               # improving: never stops
+        trace.observe(loss, lambda: torch.zeros(1, 1, 2, 2))
+    with pytest.raises(_Stop):
+        for loss in (2.0, 1.9999, 2.5):             # three evaluations without a 0.1% improvement
+            trace.observe(loss, lambda: torch.zeros(1, 1, 2, 2))
+    assert trace.stopped == "stopped improving" and trace.best == 2.0 and trace.evaluations == 7
