@@ -20,7 +20,7 @@ import torch
 
 from attacker.membership.amia import AmiaConfig, fit_attack, scores_from_posteriors
 from attacker.membership.attacks import REFERENCE_ATTACKS
-from attacker.membership.metrics import membership_metrics
+from attacker.membership.metrics import FEW_POSITIVES, membership_metrics
 from attacker.membership.references import cached_references, universe_of
 from attacker.membership.report import log_roc_png
 from attacker.membership.shadow import MembershipKnowledge, ShadowTraining, train_classifier
@@ -121,7 +121,7 @@ def markdown(result: dict[str, Any]) -> str:
              "| attack | AUC [95% CI] | TPR@1%FPR [95% CI] | TPR@0.1%FPR [95% CI] (TP) | best accuracy |",
              "|---|---|---|---|---|"]
     for r in result["rows"]:
-        few = ", too few" if r["tp_at_01pct_fpr"] <= 1 else ""
+        few = ", too few to trust" if r["tp_at_01pct_fpr"] < FEW_POSITIVES else ""
         n = r["n_members"]
         tpr1 = wilson(round(r["tpr_at_1pct_fpr"] * n), n)
         tpr01 = wilson(r["tp_at_01pct_fpr"], n)

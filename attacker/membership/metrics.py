@@ -13,6 +13,8 @@ import numpy as np
 
 LOW_FPRS = (0.01, 0.001)
 
+FEW_POSITIVES = 10   # a rate resting on fewer true positives is reported as too few to trust
+
 
 def _check(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64).ravel()
@@ -77,7 +79,7 @@ class MembershipMetrics:
     best_accuracy: float  # at the best threshold: what a calibrated attacker could reach
     auc_low: float = float("nan")    # 95% bootstrap interval of the AUC (members and non-members resampled apart)
     auc_high: float = float("nan")
-    tp_at_01pct_fpr: int = 0          # the true positives behind tpr_at_01pct_fpr (0 or 1: too few to trust)
+    tp_at_01pct_fpr: int = 0          # the true positives behind tpr_at_01pct_fpr (below FEW_POSITIVES: flagged)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from attacker.membership.evaluate import AmiaResult
-from attacker.membership.metrics import roc
+from attacker.membership.metrics import FEW_POSITIVES, roc
 from fednas.run_folder import RunFolder
 from fednas.search_space import spec_for_paper_p
 from fednas.storage import atomic_write_bytes, atomic_write_json, csv_bytes, package_versions
@@ -92,7 +92,7 @@ def amia_markdown(result: AmiaResult) -> str:
               "for a random guess."), "",
               "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()), ""]
     few = [f"{r['members']}: TPR at 0.1% FPR rests on {r['tp@0.1%fpr']} true positive(s), too few to trust"
-           for r in rows(result) if r["tp@0.1%fpr"] <= 1]
+           for r in rows(result) if r["tp@0.1%fpr"] < FEW_POSITIVES]
     a = result.audit
     if a:
         lines += [(f"DP audit (D^α members, threshold chosen on one half, counted on the other: TP {a['tp']}, "
@@ -190,7 +190,7 @@ def comparison_markdown(results: dict[str, AmiaResult]) -> str:
                  for a in names]
         lines.append(f"| {KIND_LABEL.get(row['members'], row['members'])} | " + " | ".join(cells) + " |")
     few = [f"{a}, {row['members']}: TPR at 0.1% FPR rests on {row[f'{a}:tp@0.1%fpr']} true positive(s), too few "
-           "to trust" for row in table for a in names if row[f"{a}:tp@0.1%fpr"] <= 1]
+           "to trust" for row in table for a in names if row[f"{a}:tp@0.1%fpr"] < FEW_POSITIVES]
     setups = [f"{a}: " + (f"{r.config.references} {r.config.shadow} reference model(s)" if r.config.attack != "ml-leaks"
                           else f"{r.config.shadows} × {r.config.shadow} shadow(s), features {r.config.features}")
               + "; seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in r.seconds.items())

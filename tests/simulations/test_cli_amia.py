@@ -143,6 +143,8 @@ def test_several_attacks_are_compared_side_by_side_on_the_same_members(run, tmp_
     assert "ml-leaks:auc" in header and "rmia:tp@0.1%fpr" in header
     text = (out / "amia.md").read_text()
     assert "rmia: AUC [95% CI]" in text and "ml-leaks: TPR@1% / TPR@0.1% (TP)" in text
+    few = [(a, r["members"]) for r in record["rows"] for a in ("ml-leaks", "rmia") if r[f"{a}:tp@0.1%fpr"] < 10]
+    assert few and text.count("too few to trust") == len(few), "a rate from fewer than 10 positives says so"
     assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -163,7 +165,9 @@ def test_amia_calibrate_runs_every_attack_on_an_overfitted_target(data_root, mni
     for row in record["rows"]:
         assert row["auc_low"] <= row["auc"] <= row["auc_high"] and row["n_members"] == 40
     assert (tmp_path / "cal" / "roc.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Measured order at 0.1% FPR" in (tmp_path / "cal" / "calibration.md").read_text()
+    text = (tmp_path / "cal" / "calibration.md").read_text()
+    assert "Measured order at 0.1% FPR" in text
+    assert text.count("too few to trust") == sum(r["tp_at_01pct_fpr"] < 10 for r in record["rows"]) > 0
 
 
 @pytest.fixture(scope="module")
