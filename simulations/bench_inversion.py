@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from attacker.reconstruct.model import theta_model
 from attacker.reconstruct.objectives import OBJECTIVES
+from attacker.reconstruct.settings import AttackSettings
 from attacker.reconstruct.threat import Schedule, ThetaRule, UpdateRule
 from attacker.reconstruct.trajectory import interpolated_alphas, replay_local_search, replay_rows
 from fednas.config import parse_run_config
@@ -87,7 +88,7 @@ def inversion_ratio(overrides: dict[str, Any], rows: Sequence[int] = (1, 8, 16, 
     if not rows or min(rows) < 1:
         raise ValueError(f"rows must be positive counts of rows, got {list(rows)}")
     torch.set_num_threads(threads)
-    iterations = 60   # AttackSettings.inversion_iterations' default (L-BFGS evaluations)
+    iterations = AttackSettings().inversion_iterations   # its default (L-BFGS evaluations)
     cases = []
     for r in rows:
         paths = _evaluation(overrides, r, seed)

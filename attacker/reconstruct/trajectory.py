@@ -59,6 +59,33 @@ def _theta_step(theta: Tensors, g: Tensors, buf: Tensors, rule: ThetaRule,
     return {k: theta[k] - rule.lr * step[k] for k in theta}, buf
 
 
+# (α or θ now, the other now, step index) -> the gradient of that step's batch loss
+StepGrad = Callable[[Tensors, Tensors, int], Tensors]
+
+
+def _walk(schedule: Schedule, theta: Tensors, alphas: Tensors, alpha_grad: StepGrad, theta_grad: StepGrad,
+          known_alphas: Callable[[int], Tensors] | None, rows: bool) -> tuple[Tensors, Tensors]:
+    """The client's local search in schedule order: α steps with the α optimizer, θ steps with clipped SGD and
+    momentum; returns the final (θ, α). ``known_alphas(i)``: α at θ step i instead of the simulated α steps."""
+    buf: Tensors = {}
+    states: dict[str, dict[str, torch.Tensor]] = {g: {} for g in alphas}
+    step_fn = UPDATE_STEPS.get(schedule.alpha.optimizer)
+    a_rule = schedule.alpha
+    ia = it = 0
+    for kind in schedule.kinds():
+        if kind == "alpha":
+            if known_alphas is None:
+                ga = alpha_grad(alphas, theta, ia)
+                alphas = {k: step_fn(a, ga[k] + a_rule.weight_decay * a, states[k], ia + 1, a_rule)
+                          for k, a in alphas.items()}
+            ia += 1
+            continue
+        current = alphas if known_alphas is None else known_alphas(it)
+        theta, buf = _theta_step(theta, theta_grad(theta, current, it), buf, schedule.theta, rows)
+        it += 1
+    return theta, alphas
+
+
 def simulate_one(model: nn.Module, schedule: Schedule, theta0: Tensors, alpha0: Tensors,
                  alpha_images: torch.Tensor, alpha_soft: torch.Tensor, theta_images: torch.Tensor,
                  theta_soft: torch.Tensor, known_alphas: Tensors | None = None) -> tuple[Tensors, Tensors]:
@@ -66,26 +93,20 @@ def simulate_one(model: nn.Module, schedule: Schedule, theta0: Tensors, alpha0: 
 
     ``known_alphas`` ({group: [θ steps, edges, ops]}) gives α at every θ step instead of simulating the α
     steps (then ``alpha_images`` is unused and Δα is returned as zeros)."""
-    theta, alphas = dict(theta0), dict(alpha0)
-    buf: Tensors = {}
-    states: dict[str, dict[str, torch.Tensor]] = {g: {} for g in alphas}
-    step_fn = UPDATE_STEPS.get(schedule.alpha.optimizer)
-    a_rule, t_rule = schedule.alpha, schedule.theta
-    ia = it = 0
-    for kind in schedule.kinds():
-        if kind == "alpha":
-            if known_alphas is None:
-                sl = slice(ia * a_rule.batch_size, (ia + 1) * a_rule.batch_size)
-                ga = grad(lambda a, sl=sl, th=theta: _loss(model, th, a, alpha_images[sl], alpha_soft[sl]))(alphas)
-                alphas = {k: step_fn(a, ga[k] + a_rule.weight_decay * a, states[k], ia + 1, a_rule)
-                          for k, a in alphas.items()}
-            ia += 1
-            continue
-        current = alphas if known_alphas is None else {k: v[it] for k, v in known_alphas.items()}
-        sl = slice(it * t_rule.batch_size, (it + 1) * t_rule.batch_size)
-        gt = grad(lambda t, sl=sl, cur=current: _loss(model, t, cur, theta_images[sl], theta_soft[sl]))(theta)
-        theta, buf = _theta_step(theta, gt, buf, t_rule)
-        it += 1
+    b_a, b_t = schedule.alpha.batch_size, schedule.theta.batch_size
+
+    def alpha_grad(alphas: Tensors, theta: Tensors, i: int) -> Tensors:
+        sl = slice(i * b_a, (i + 1) * b_a)
+        out: Tensors = grad(lambda a: _loss(model, theta, a, alpha_images[sl], alpha_soft[sl]))(alphas)
+        return out
+
+    def theta_grad(theta: Tensors, alphas: Tensors, i: int) -> Tensors:
+        sl = slice(i * b_t, (i + 1) * b_t)
+        out: Tensors = grad(lambda t: _loss(model, t, alphas, theta_images[sl], theta_soft[sl]))(theta)
+        return out
+
+    known = None if known_alphas is None else (lambda i: {k: v[i] for k, v in known_alphas.items()})
+    theta, alphas = _walk(schedule, dict(theta0), dict(alpha0), alpha_grad, theta_grad, known, rows=False)
     return {k: alphas[k] - alpha0[k] for k in alphas}, {k: theta[k] - theta0[k] for k in theta}
 
 
@@ -184,27 +205,18 @@ def _replay_rows(net: nn.Module, schedule: Schedule, layout: FlatRows, theta0: M
                  create_graph: bool) -> tuple[Tensors, Tensors]:
     rows = theta_data[0].shape[0]
     start = layout.flatten(theta0).unsqueeze(0).expand(rows, -1)
-    theta = {"flat": start.clone().requires_grad_()}
-    alphas = {k: a if a.requires_grad else a.detach().clone().requires_grad_() for k, a in alpha0.items()}
-    buf: Tensors = {}
-    states: dict[str, dict[str, torch.Tensor]] = {g: {} for g in alphas}
-    step_fn = UPDATE_STEPS.get(schedule.alpha.optimizer)
-    a_rule, t_rule = schedule.alpha, schedule.theta
-    ia = it = 0
-    for kind in schedule.kinds():
-        if kind == "alpha":
-            if known_alphas is None:
-                sl = slice(ia * a_rule.batch_size, (ia + 1) * a_rule.batch_size)
-                batch = (alpha_data[0][:, sl], alpha_data[1][:, sl])
-                ga = _partial(_alpha_loss(net, layout.views(theta["flat"]), batch), alphas, create_graph)
-                alphas = {k: step_fn(a, ga[k] + a_rule.weight_decay * a, states[k], ia + 1, a_rule)
-                          for k, a in alphas.items()}
-            ia += 1
-            continue
-        current = alphas if known_alphas is None else {k: v[:, it] for k, v in known_alphas.items()}
-        sl = slice(it * t_rule.batch_size, (it + 1) * t_rule.batch_size)
-        batch = (theta_data[0][:, sl], theta_data[1][:, sl])
-        gt = _partial(_theta_loss(net, layout, current, batch), theta, create_graph)
-        theta, buf = _theta_step(theta, gt, buf, t_rule, rows=True)
-        it += 1
+    b_a, b_t = schedule.alpha.batch_size, schedule.theta.batch_size
+
+    def alpha_grad(alphas: Tensors, theta: Tensors, i: int) -> Tensors:
+        batch = (alpha_data[0][:, i * b_a:(i + 1) * b_a], alpha_data[1][:, i * b_a:(i + 1) * b_a])
+        return _partial(_alpha_loss(net, layout.views(theta["flat"]), batch), alphas, create_graph)
+
+    def theta_grad(theta: Tensors, alphas: Tensors, i: int) -> Tensors:
+        batch = (theta_data[0][:, i * b_t:(i + 1) * b_t], theta_data[1][:, i * b_t:(i + 1) * b_t])
+        return _partial(_theta_loss(net, layout, alphas, batch), theta, create_graph)
+
+    alphas0 = {k: a if a.requires_grad else a.detach().clone().requires_grad_() for k, a in alpha0.items()}
+    known = None if known_alphas is None else (lambda i: {k: v[:, i] for k, v in known_alphas.items()})
+    theta, alphas = _walk(schedule, {"flat": start.clone().requires_grad_()}, alphas0, alpha_grad, theta_grad,
+                          known, rows=True)
     return {k: alphas[k] - alpha0[k] for k in alphas}, layout.views(theta["flat"] - start)
