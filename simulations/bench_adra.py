@@ -113,12 +113,15 @@ class CaseSetup:
     targets: list[Any]
     groups: list[list[int]]
     orders: list[tuple[list[int], list[int]]]    # per capture: α order, θ order (positions in its group)
+    knobs: dict[str, Any]                        # the supernet knobs behind the case's α size
 
 
 def setup_case(case: Case, indices: range, settings: AttackSettings, data_root: str, train_steps: int,
-               seed: int = 0) -> CaseSetup:
+               seed: int = 0, size_knobs: dict[str, Any] | None = None) -> CaseSetup:
+    """The case's captures; ``size_knobs`` (supernet knobs) replace the α-size mapping of ``bench adra``."""
+    sizes = alpha_size_knobs(case.alpha_size) if size_knobs is None else size_knobs
     knobs = {"dataset": "mnist", "data-root": data_root, "seed": seed, "activation": case.activation,
-             "alpha-batch-size": case.batch_size, **alpha_size_knobs(case.alpha_size)}
+             "alpha-batch-size": case.batch_size, **sizes}
     cfg = parse_run_config(knobs)
     data = load_dataset("mnist", data_root)
     model = bench_weights(cfg, data, train_steps)
@@ -132,16 +135,18 @@ def setup_case(case: Case, indices: range, settings: AttackSettings, data_root: 
                                                   f"bench-{n}")
         targets.append(threat(view, public, own))
         orders.append((alpha_order, theta_order))
-    return CaseSetup(case, cfg, data, model, public, targets, groups, orders)
+    return CaseSetup(case, cfg, data, model, public, targets, groups, orders, sizes)
 
 
-def run_attack(setup: CaseSetup, settings: AttackSettings, method: str, seed: int = 0) -> dict[str, Any]:
-    """One attack on a case's captures, scored against the batches it targets."""
+def run_attack(setup: CaseSetup, settings: AttackSettings, method: str, seed: int = 0,
+               keep_rows: bool = False) -> dict[str, Any]:
+    """One attack on a case's captures, scored against the batches it targets (``keep_rows``: with the per-image
+    scores under ``rows``)."""
     case, data, public = setup.case, setup.data, setup.public
     settings = settings.model_copy(update={"joint_data": "shared"})   # this client's α and θ steps share a batch
     spec = ATTACKS.get(method)
     head = {"threat": case.threat, "method": method, "batch_size": case.batch_size, "activation": case.activation,
-            "alpha_entries": setup.model.spec.alpha_count(), "knobs": alpha_size_knobs(case.alpha_size)}
+            "alpha_entries": setup.model.spec.alpha_count(), "knobs": setup.knobs}
     truths = [build_truth(data.test_images, data.test_labels,
                           [group[i] for i in (a if spec.truth(settings) == (ALPHA_BATCHES,) else t)], seed)
               for group, (a, t) in zip(setup.groups, setup.orders, strict=True)]
@@ -167,6 +172,8 @@ def run_attack(setup: CaseSetup, settings: AttackSettings, method: str, seed: in
            "attack_match": float(np.mean([r.match_loss for r in recons]))}
     if method == "adra" and settings.attack_objective != "whitened-l2":   # whitening scales stay inside ADRA
         out["truth_match"] = truth_match(setup, settings, truths)
+    if keep_rows:
+        out["rows"] = rows
     return out
 
 

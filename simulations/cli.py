@@ -26,6 +26,7 @@ from simulations.cli_deploy import (
     deploy_submit,
     intercept,
 )
+from simulations.cli_reproduce import reproduce
 
 app = typer.Typer(help="archleak: architecture-level privacy leakage in federated NAS.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)   # a crash must not print training images or weights
@@ -151,6 +152,7 @@ def bench_interceptor(
 app.command("reconstruct")(reconstruct)
 app.command("amia")(amia)
 app.command("amia-scenario")(amia_scenario)
+app.command("reproduce")(reproduce)
 app.command("amia-calibrate")(amia_calibrate)
 app.command("serve")(serve)
 app.command("distill")(distill_command)
