@@ -89,27 +89,45 @@ def _indices(cell: Cell, settings: AdraSettings) -> range:
     return range(settings.first_image, settings.first_image + n)
 
 
-def probe(cell: Cell, settings: AdraSettings, data_root: str, seed: int) -> dict[str, Any]:
-    """Seconds the cell would take, from one capture attacked for 2 iterations by each variant on round-0
-    weights, plus a θ step for the training: the cost of a P is measured before it is spent."""
+def probe(cell: Cell, settings: AdraSettings, data_root: str, seed: int, budget_s: float = math.inf
+          ) -> dict[str, Any]:
+    """Seconds the cell would take, measured on round-0 weights before they are spent. First a lower bound from
+    one capture per variant (batching never makes an iteration cheaper than one row's); when it already exceeds
+    ``budget_s`` that bound is the answer. Otherwise one full batch of captures is attacked for 1 and for 3
+    iterations by each variant: the difference is the cost of an iteration, the rest a batch's fixed cost."""
+    lower = _estimate(cell, settings, data_root, seed, probe_captures=1)
+    if lower["estimated_s"] > budget_s:
+        return lower | {"bound": "lower"}
+    return _estimate(cell, settings, data_root, seed, probe_captures=0) | {"bound": "measured"}
+
+
+def _estimate(cell: Cell, settings: AdraSettings, data_root: str, seed: int, probe_captures: int
+              ) -> dict[str, Any]:
+    """Estimated seconds from ``probe_captures`` captures (0: a full attack batch; fewer: a lower bound)."""
     case, knobs = _case(cell)
-    one = range(settings.first_image, settings.first_image + case.batch_size)
     captures = len(_indices(cell, settings)) // case.batch_size
-    total, parts = 0.0, {}
+    total, parts, setups = 0.0, {}, {}
     for name in settings.variants:
         variant = VARIANTS.get(name)
         full = variant_settings(variant, settings.attack)
-        quick = full.model_copy(update={"attack_iterations": 2, "inversion_iterations": 2})
-        setup = setup_case(replace(case, threat=variant.threat), one, quick,
-                           data_root, 0, seed, knobs)
-        tick = time.perf_counter()
-        run_attack(setup, quick, variant.method, seed)
+        k = min(full.attack_batch, captures)
+        probe_k = min(probe_captures or k, k)
+        ids = range(settings.first_image, settings.first_image + probe_k * case.batch_size)
+        if variant.threat not in setups:
+            tick = time.perf_counter()
+            setups[variant.threat] = setup_case(replace(case, threat=variant.threat), ids, full, data_root, 0,
+                                                seed, knobs)
+            total += (time.perf_counter() - tick) * (captures + settings.train_steps) / probe_k
+        seconds = []
+        for iters in (1, 3):
+            quick = full.model_copy(update={"attack_iterations": iters, "inversion_iterations": iters})
+            tick = time.perf_counter()
+            run_attack(setups[variant.threat], quick, variant.method, seed)
+            seconds.append(time.perf_counter() - tick)
+        per_iter = max(seconds[1] - seconds[0], 0.0) / 2
         iters = full.inversion_iterations if variant.method == "theta" else full.attack_iterations
-        parts[name] = (time.perf_counter() - tick) / 2 * iters * full.attack_restarts * captures
+        parts[name] = (per_iter * iters + max(seconds[0] - per_iter, 0.0)) * math.ceil(captures / k)
         total += parts[name]
-    tick = time.perf_counter()
-    setup_case(case, one, AttackSettings(), data_root, 0, seed, knobs)
-    total += (time.perf_counter() - tick) * (settings.train_steps + captures)
     return {"estimated_s": total, "per_variant_s": parts}
 
 

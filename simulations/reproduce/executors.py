@@ -23,6 +23,7 @@ class Context:
     folder: Path
     scale: str
     log: Callable[[str], None] = print
+    budget_s: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Headline:
 class Executor:
     settings: type[Strict]
     skip: Callable[[Cell, Any, Context], str | None]
-    probe: Callable[[Cell, Any, Context], float]
+    probe: Callable[[Cell, Any, Context], dict[str, Any]]   # {"estimated_s": ..., "bound": measured | lower}
     run_cell: Callable[[Cell, Any, Context, Progress], dict[str, Any]]
     columns: tuple[str, ...]
     headline: Headline
@@ -53,7 +54,7 @@ EXECUTORS: Registry[Executor] = Registry("scenario kind")
 EXECUTORS.add("adra", Executor(
     adra.AdraSettings,
     lambda cell, s, ctx: adra.not_run_reason(cell, s),
-    lambda cell, s, ctx: float(adra.probe(cell, s, ctx.data_root, ctx.seed)["estimated_s"]),
+    lambda cell, s, ctx: adra.probe(cell, s, ctx.data_root, ctx.seed, ctx.budget_s),
     lambda cell, s, ctx, progress: adra.run_cell(cell, s, ctx.data_root, ctx.seed, progress),
     adra.COLUMNS,
     Headline("recognised", "recognised_lo", "recognised_hi", "paper_sr", "recognised (oracle; paper: SR by eye)",
@@ -64,7 +65,7 @@ EXECUTORS.add("adra", Executor(
 EXECUTORS.add("amia", Executor(
     amia.AmiaSettings,
     lambda cell, s, ctx: amia.skip(cell, s, ctx.data_root),
-    lambda cell, s, ctx: amia.probe(cell, s, ctx.seed, ctx.data_root),
+    lambda cell, s, ctx: {"estimated_s": amia.probe(cell, s, ctx.seed, ctx.data_root), "bound": "rough"},
     lambda cell, s, ctx, progress: amia.run_cell(cell, s, ctx.seed, ctx.data_root, progress, ctx.log),
     amia.COLUMNS,
     Headline("accuracy", "accuracy_lo", "accuracy_hi", "paper_accuracy", "attack accuracy", "attack",
@@ -75,7 +76,7 @@ EXECUTORS.add("amia", Executor(
 EXECUTORS.add("defense", Executor(
     defense.DefenseSettings,
     lambda cell, s, ctx: defense.skip(cell),
-    lambda cell, s, ctx: 0.0,
+    lambda cell, s, ctx: {"estimated_s": 0.0, "bound": "none"},
     lambda cell, s, ctx, progress: defense.run_cell(cell, s, ctx.seed, ctx.data_root, ctx.folder, progress,
                                                      ctx.log),
     defense.COLUMNS,

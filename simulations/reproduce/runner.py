@@ -72,17 +72,21 @@ def settings_for(scenario: Scenario, scale: str) -> Any:
 def make_plan(scenario: Scenario, scale: str, settings: Any, ctx: Context, log: Log) -> dict[str, Any]:
     """Which cells run: those the executor can run here, cheapest first, while the estimates fit the budget."""
     executor, budget = EXECUTORS.get(scenario.kind), scenario.scales[scale].budget_s   # type: ignore[index]
-    entries, estimates = {}, {}
+    entries, estimates, bounds = {}, {}, {}
     for cell in scenario.cells(scale):
         reason = executor.skip(cell, settings, ctx)
         if reason is None and scenario.scales[scale].probe:   # type: ignore[index]
-            estimates[cell.id] = executor.probe(cell, settings, ctx)
-            log(f"archleak: {scenario.table} {cell.id}: estimated {estimates[cell.id]:.0f} s")
-        entries[cell.id] = {"run": reason is None, "reason": reason, "estimated_s": estimates.get(cell.id)}
+            probe = executor.probe(cell, settings, ctx)
+            estimates[cell.id], bounds[cell.id] = float(probe["estimated_s"]), probe["bound"]
+            log(f"archleak: {scenario.table} {cell.id}: estimated {estimates[cell.id]:.0f} s ({probe['bound']})")
+        entries[cell.id] = {"run": reason is None, "reason": reason, "estimated_s": estimates.get(cell.id),
+                            "bound": bounds.get(cell.id)}
     spent = 0.0
     for cell_id, estimate in sorted(estimates.items(), key=lambda kv: kv[1]):
         if spent + estimate > budget:
-            entries[cell_id].update(run=False, reason=(f"not run on this scale: estimated {estimate:.0f} s, beyond "
+            at_least = "at least " if bounds[cell_id] == "lower" else ""
+            entries[cell_id].update(run=False, reason=(f"not run on this scale: estimated {at_least}"
+                                                       f"{estimate:.0f} s, beyond "
                                                        f"the {budget:.0f} s budget left after cheaper cells "
                                                        f"({budget - spent:.0f} s)"))
         else:
@@ -98,7 +102,8 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     settings = settings_for(scenario, scale)
     folder = Path(out) / table
     key = stamp(scenario, scale, seed)
-    ctx = Context(data_root=data_root, seed=seed, folder=folder, scale=scale, log=log)
+    ctx = Context(data_root=data_root, seed=seed, folder=folder, scale=scale, log=log,
+                  budget_s=scenario.scales[scale].budget_s)
     plan_path = folder / "plan.json"
     previous = json.loads(plan_path.read_text()) if resume and plan_path.exists() else None
     plan = previous if previous and previous.get("stamp") == key else {
