@@ -101,7 +101,7 @@ def plot_table(scenario: Scenario, headline: Any, rows: Sequence[Mapping[str, An
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     for r in rows:
-        if r.get("status") != "done":
+        if r.get("status") != "done" or r.get(headline.key) is None:
             continue
         knobs = dict(part.split("=", 1) for part in r["cell"].split(" "))
         x = xs.index(knobs.pop(axis).lower())

@@ -1,0 +1,117 @@
+"""``archleak reproduce`` end to end at the ``ci`` scale: identical CSVs from the same seed, the paper's numbers
+in them, resume without recomputing, the budget planner, and the verdicts REPORT.md is made of."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fednas.data import DATASETS
+from simulations.cli import app
+from simulations.reproduce import executors
+from simulations.reproduce.executors import EXECUTORS, Headline
+from simulations.reproduce.report import report_markdown, verdict
+from simulations.reproduce.runner import reproduce_table, stamp
+from simulations.reproduce.scenario import load_scenario
+from tests.conftest import flat
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def mnist(data_root: Path) -> str:
+    if not DATASETS.get("mnist").present(data_root):
+        pytest.skip(f"MNIST is not under {data_root}: the reproduction scenarios are MNIST's")
+    return str(data_root)
+
+
+def test_adra_table_twice_gives_identical_csvs_and_resumes(mnist: str, tmp_path: Path) -> None:
+    first = runner.invoke(app, ["reproduce", "table2", "--scale", "ci", "--out", str(tmp_path / "a"),
+                                "--data-root", mnist, "--no-progress"])
+    assert first.exit_code == 0, first.output
+    assert "2 cell(s) computed, 0 reused" in first.output
+    again = reproduce_table("table2", "ci", 0, tmp_path / "b", data_root=mnist, log=lambda line: None)
+    csv = (tmp_path / "a" / "table2" / "table2.csv").read_bytes()
+    assert csv == (tmp_path / "b" / "table2" / "table2.csv").read_bytes()
+    rows = [r for r in again.rows if r["variant"] == "paper"]
+    assert [r["paper_sr"] for r in rows] == [0.314, 0.212]          # the paper's B = 1 and B = 2 at P = 32
+    assert all(r["n"] == 4 and 0 <= r["recognised_lo"] <= r["recognised"] <= r["recognised_hi"] <= 1 for r in rows)
+    assert all(r["baseline_recognised"] is not None for r in again.rows)   # the label-only control beside it
+    resumed = reproduce_table("table2", "ci", 0, tmp_path / "a", resume=True, data_root=mnist,
+                              log=lambda line: None)
+    assert (resumed.computed, len(resumed.reused)) == ([], 2)
+    assert (tmp_path / "a" / "table2" / "table2.csv").read_bytes() == csv
+    scenario = load_scenario("table2")
+    assert stamp(scenario, "ci", 1) != stamp(scenario, "ci", 0) != stamp(scenario, "cpu", 0)   # never reused
+    meta = json.loads((tmp_path / "b" / "table2" / "table2.json").read_text())
+    assert meta["seed"] == 0 and meta["versions"]["torch"] and set(meta["seconds_per_cell"]) == {
+        "batch-size=1 p=32", "batch-size=2 p=32"}
+    md = (tmp_path / "b" / "table2" / "table2.md").read_text()
+    assert "0.314" in md and "label-only" in md and (tmp_path / "b" / "table2" / "table2.png").stat().st_size
+
+
+def test_amia_table_twice_gives_identical_csvs(mnist: str, tmp_path: Path) -> None:
+    first = reproduce_table("table4", "ci", 0, tmp_path / "a", data_root=mnist, log=lambda line: None)
+    second = reproduce_table("table4", "ci", 0, tmp_path / "b", data_root=mnist, log=lambda line: None)
+    csv = (tmp_path / "a" / "table4" / "table4.csv").read_bytes()
+    assert csv == (tmp_path / "b" / "table4" / "table4.csv").read_bytes()
+    darts, enas = first.rows
+    assert darts["status"] == "done" and darts["paper_accuracy"] == 0.56 and darts["n_members"] > 0
+    assert darts["auc_lo"] <= darts["auc"] <= darts["auc_hi"] and darts["target_test_accuracy"] is not None
+    assert enas["status"] == "not run" and "not implemented" in enas["note"]    # never a number
+    assert second.computed == first.computed
+
+
+def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    costs = {"batch-size=1 p=32": 70.0, "batch-size=2 p=32": 50.0}
+    fake = dataclasses.replace(
+        EXECUTORS.get("adra"), probe=lambda cell, s, ctx: {"estimated_s": costs[cell.id], "bound": "measured"},
+        run_cell=lambda cell, s, ctx, progress: {"rows": [{"cell": cell.id, "variant": "paper", "status": "done"}]})
+    monkeypatch.setitem(EXECUTORS._items, "adra", fake)
+    scenario = load_scenario("table2")
+    scales = dict(scenario.scales)
+    scales["ci"] = scales["ci"].model_copy(update={"probe": True, "budget_s": 100.0})
+    monkeypatch.setattr("simulations.reproduce.runner.load_scenario",
+                        lambda table: scenario.model_copy(update={"scales": scales}))
+    result = reproduce_table("table2", "ci", 0, tmp_path, log=lambda line: None)
+    status = {r["cell"]: r for r in result.rows}
+    assert status["batch-size=2 p=32"]["status"] == "done"
+    assert status["batch-size=1 p=32"]["status"] == "not run"
+    assert "estimated 70 s, beyond the 100 s budget" in status["batch-size=1 p=32"]["note"]
+    assert executors.Context   # the planner's context type stays public
+
+
+def test_unknown_tables_and_scales_are_one_line_usage_errors(tmp_path: Path) -> None:
+    bad = runner.invoke(app, ["reproduce", "table9", "--scale", "ci", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown table 'table9'; known: table1" in flat(bad.output)
+    scale = runner.invoke(app, ["reproduce", "table1", "--scale", "huge", "--out", str(tmp_path)])
+    assert scale.exit_code == 2 and "--scale must be one of ci, cpu, paper" in flat(scale.output)
+
+
+def test_verdicts_compare_the_paper_with_our_interval() -> None:
+    head = Headline("accuracy", "lo", "hi", "paper", "acc", "attack")
+    row = {"status": "done", "accuracy": 0.6, "lo": 0.55, "hi": 0.65}
+    assert verdict(row | {"paper": 0.56}, head, "adra").startswith("reproduces")
+    assert verdict(row | {"paper": 0.50}, head, "adra") == "ours above the paper"
+    assert verdict(row | {"paper": 0.70}, head, "adra") == "ours below the paper"
+    assert verdict(row | {"paper": 0.70, "lo": 0.3, "hi": 0.9}, head, "adra").startswith("inconclusive")
+    assert "chance also within" in verdict({"status": "done", "accuracy": 0.52, "lo": 0.48, "hi": 0.56,
+                                            "paper": 0.56}, head, "amia")
+    assert verdict({"status": "not run"}, head, "adra") == "not run"
+    assert verdict(row, head, "adra") == "no paper number"
+
+
+def test_report_sections_come_from_the_rows() -> None:
+    scenario = load_scenario("table3")
+    head = EXECUTORS.get("amia").headline
+    rows = [{"cell": "dataset=mnist p=32", "attack": "ml-leaks", "status": "done", "accuracy": 0.7,
+             "accuracy_lo": 0.67, "accuracy_hi": 0.73, "paper_accuracy": 0.56, "gap": 0.12},
+            {"cell": "dataset=cifar100 p=32", "status": "not run", "note": "not run: dataset cifar100 not present"}]
+    text = report_markdown([(scenario, head, {"rows": rows, "scale": "cpu", "seconds": 10.0})])
+    assert "ours 0.700 [0.670, 0.730], paper 0.560: ours above the paper" in text
+    assert "train–test gap" in text and "Not measured: not run: dataset cifar100 not present" in text
