@@ -115,7 +115,8 @@ def _amia(result: Mapping[str, Any], settings: DefenseSettings, seed: int, data_
     box = load_target(run_dir, torch.device(cfg.device), data_root, model=result.get("model", "global"),
                       log=lambda line: None)
     amia = evaluate_run(run_dir, cfg, box, data_root=data_root, kinds=("alpha", "theta"), log=lambda line: None)
-    return {kind: m.as_dict() for kind, m in amia.metrics.items()} | {"seconds": amia.seconds}
+    return ({kind: m.as_dict() for kind, m in amia.metrics.items()}
+            | {"seconds": amia.seconds, "audit": amia.audit, "notes": amia.notes})
 
 
 def defense_row(cell: Cell, result: Mapping[str, Any], amia: Mapping[str, Any],
@@ -136,6 +137,7 @@ def defense_row(cell: Cell, result: Mapping[str, Any], amia: Mapping[str, Any],
                baseline_recognised=adra.get("baseline", {}).get("recognised"),
                amia_n=n, amia_accuracy=m["accuracy"], amia_accuracy_lo=lo, amia_accuracy_hi=hi, amia_f1=m["f1"],
                amia_auc=m["auc"], amia_auc_lo=m["auc_low"], amia_auc_hi=m["auc_high"], theta_auc=theta["auc"],
+               audit_epsilon_lower=(amia.get("audit") or {}).get("epsilon_lower"),
                paper_d_sr=cell.paper.get("d_sr"), paper_d_accuracy=cell.paper.get("d_accuracy"),
                paper_d_f1=cell.paper.get("d_f1"))
     for key in ("test_accuracy", "recognised", "identified", "psnr", "ssim", "amia_accuracy", "amia_f1", "amia_auc"):
@@ -155,4 +157,5 @@ COLUMNS = ("cell", "defense", "status", "test_accuracy", "d_test_accuracy", "eps
            "recognised_lo", "recognised_hi", "d_recognised", "paper_d_sr", "baseline_recognised", "identified",
            "identified_lo", "identified_hi", "d_identified", "label", "psnr", "d_psnr", "ssim", "d_ssim", "amia_n",
            "amia_accuracy", "amia_accuracy_lo", "amia_accuracy_hi", "d_amia_accuracy", "paper_d_accuracy", "amia_f1",
-           "d_amia_f1", "paper_d_f1", "amia_auc", "amia_auc_lo", "amia_auc_hi", "d_amia_auc", "theta_auc", "note")
+           "d_amia_f1", "paper_d_f1", "amia_auc", "amia_auc_lo", "amia_auc_hi", "d_amia_auc", "theta_auc",
+           "audit_epsilon_lower", "note")

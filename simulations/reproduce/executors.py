@@ -85,4 +85,5 @@ EXECUTORS.add("defense", Executor(
              (("d_amia_accuracy", "Δ AMIA acc"), ("recognised", "ADRA recognised"),
               ("d_recognised", "Δ ADRA recognised"), ("paper_d_sr", "paper Δ SR"))),
     (("adra_n", "ADRA n"), ("amia_auc", "AMIA AUC"), ("theta_auc", "D^θ AUC"), ("test_accuracy", "test acc"),
-     ("d_test_accuracy", "Δ test acc"), ("epsilon", "ε"))))
+     ("d_test_accuracy", "Δ test acc"), ("epsilon", "ε (accountant)"),
+     ("audit_epsilon_lower", "ε lower bound (audit)"))))

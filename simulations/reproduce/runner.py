@@ -86,9 +86,8 @@ def make_plan(scenario: Scenario, scale: str, settings: Any, ctx: Context, log: 
         if spent + estimate > budget:
             at_least = "at least " if bounds[cell_id] == "lower" else ""
             entries[cell_id].update(run=False, reason=(f"not run on this scale: estimated {at_least}"
-                                                       f"{estimate:.0f} s, beyond "
-                                                       f"the {budget:.0f} s budget left after cheaper cells "
-                                                       f"({budget - spent:.0f} s)"))
+                                                       f"{estimate:.0f} s, beyond the {budget - spent:.0f} s left of "
+                                                       f"the {budget:.0f} s budget after cheaper cells"))
         else:
             spent += estimate
     return {"budget_s": budget, "estimated_s": spent, "cells": entries}

@@ -82,7 +82,7 @@ def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pyte
     status = {r["cell"]: r for r in result.rows}
     assert status["batch-size=2 p=32"]["status"] == "done"
     assert status["batch-size=1 p=32"]["status"] == "not run"
-    assert "estimated 70 s, beyond the 100 s budget" in status["batch-size=1 p=32"]["note"]
+    assert "estimated 70 s, beyond the 50 s left of the 100 s budget" in status["batch-size=1 p=32"]["note"]
     assert executors.Context   # the planner's context type stays public
 
 
