@@ -95,15 +95,16 @@ def probe(cell: Cell, settings: AdraSettings, data_root: str, seed: int, budget_
     one capture per variant (batching never makes an iteration cheaper than one row's); when it already exceeds
     ``budget_s`` that bound is the answer. Otherwise one full batch of captures is attacked for 1 and for 3
     iterations by each variant: the difference is the cost of an iteration, the rest a batch's fixed cost."""
-    lower = _estimate(cell, settings, data_root, seed, probe_captures=1)
+    lower = _estimate(cell, settings, data_root, seed, probe_captures=1, stop_above=budget_s)
     if lower["estimated_s"] > budget_s:
         return lower | {"bound": "lower"}
     return _estimate(cell, settings, data_root, seed, probe_captures=0) | {"bound": "measured"}
 
 
-def _estimate(cell: Cell, settings: AdraSettings, data_root: str, seed: int, probe_captures: int
-              ) -> dict[str, Any]:
-    """Estimated seconds from ``probe_captures`` captures (0: a full attack batch; fewer: a lower bound)."""
+def _estimate(cell: Cell, settings: AdraSettings, data_root: str, seed: int, probe_captures: int,
+              stop_above: float = math.inf) -> dict[str, Any]:
+    """Estimated seconds from ``probe_captures`` captures (0: a full attack batch; fewer: a lower bound); the
+    variants are probed in turn until the sum passes ``stop_above`` (the rest would only add to it)."""
     case, knobs = _case(cell)
     captures = len(_indices(cell, settings)) // case.batch_size
     total, parts, setups = 0.0, {}, {}
@@ -130,6 +131,8 @@ def _estimate(cell: Cell, settings: AdraSettings, data_root: str, seed: int, pro
         iters = full.inversion_iterations if variant.method == "theta" else full.attack_iterations
         parts[name] = (per_iter * iters + max(seconds[0] - per_iter, 0.0)) * math.ceil(captures / k)
         total += parts[name]
+        if total > stop_above:
+            break
     return {"estimated_s": total, "per_variant_s": parts}
 
 
