@@ -9,6 +9,7 @@ run); the project's own are DP-SGD on α with σ = 1, local DP and central DP on
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,7 +39,9 @@ CASES.add("md", {})
 CASES.add("local-dp-update", {"defenses": "local-dp-update", "update-clip": 1.0, "ldp-epsilon": 8.0})
 CASES.add("central-dp", {"defenses": "central-dp", "update-clip": 1.0, "central-noise-multiplier": 1.0})
 CASES.add("secagg-plus", {"defenses": "secagg-plus"})
+CASES.add("tls", {})
 POST_TRAINING = {"md": "student"}
+DEPLOYED = ("tls",)   # run in the deployment topology (SuperLink, on-path proxy, SuperNodes as processes)
 
 
 class DefenseSettings(Strict):
@@ -69,6 +72,9 @@ def run_cell(cell: Cell, settings: DefenseSettings, seed: int, data_root: str, f
     progress(f"{cell.id}: federation", 0, 2)
     if name in POST_TRAINING:
         result = _distilled(folder, settings)
+    elif name in DEPLOYED:
+        log(f"archleak: table6 {name}: the deployment topology with TLS and the on-path proxy")
+        result = _deployed_tls(base, settings.clients, folder / "runs" / cell_slug(cell.id))
     else:
         log(f"archleak: table6 {name}: federated search with the tap")
         result = run_case(name, CASES.get(name), base, settings.clients, folder / "runs" / cell_slug(cell.id))
@@ -107,6 +113,30 @@ def _distilled(folder: Path, settings: DefenseSettings) -> dict[str, Any]:
             "epsilon": (summary.get("privacy") or {}).get("max_epsilon")}
 
 
+def _deployed_tls(base: Mapping[str, Any], clients: int, work: Path) -> dict[str, Any]:
+    """TLS: the same federation deployed as processes on loopback, the proxy on path; what the proxy could store
+    is what an eavesdropper gets (its report says how many captures, and whether the traffic was inspectable)."""
+    from simulations.cli_deploy import APP_DIR
+    from simulations.deploy import DeployPlan, LocalDeployment
+
+    run = {k: v for k, v in base.items() if k not in ("interceptor", "threat-model", "attacks")}
+    plan = DeployPlan(clients=clients, rounds=int(run.pop("num-server-rounds", 1)), tls=True, interceptor=True,
+                      attack="after-run", threat_model=str(base.get("threat-model", "wire")), workdir=work,
+                      app_dir=APP_DIR, run_config=run)
+    shutil.rmtree(work, ignore_errors=True)
+    with LocalDeployment(plan, log=lambda line: None) as deployment:
+        outcome = deployment.run()
+    if not outcome["completed"]:
+        raise RuntimeError(f"the TLS deployment did not complete (exit {outcome['returncode']}): {outcome['log']}")
+    run_dir = Path(outcome["runs"][-1])
+    proxy = json.loads((work / "intercepted" / "proxy.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"run_dir": str(run_dir), "config": {**run, "num-server-rounds": plan.rounds, "tls": True},
+            "wall_s": outcome["wall_s"], "test_accuracy": summary.get("final_test_accuracy"), "epsilon": None,
+            "proxy": {"captures": proxy["wire"]["captures"], "inspectable": proxy["inspectable"],
+                      "tls_connections": proxy["proxy"]["tls_connections"]}}
+
+
 def _amia(result: Mapping[str, Any], settings: DefenseSettings, seed: int, data_root: str) -> dict[str, Any]:
     from simulations.targets import load_target
 
@@ -121,7 +151,7 @@ def _amia(result: Mapping[str, Any], settings: DefenseSettings, seed: int, data_
 
 def defense_row(cell: Cell, result: Mapping[str, Any], amia: Mapping[str, Any],
                 ref: Mapping[str, Any] | None) -> dict[str, Any]:
-    adra = _adra_summary(Path(result["run_dir"]))
+    adra = _adra_summary(Path(result["run_dir"])) if "proxy" not in result else {}
     rates = (adra.get("intervals") or {}).get("attack", {})
     m, theta = amia["alpha"], amia["theta"]
     n = m["n_members"] + m["n_nonmembers"]
@@ -140,6 +170,12 @@ def defense_row(cell: Cell, result: Mapping[str, Any], amia: Mapping[str, Any],
                audit_epsilon_lower=(amia.get("audit") or {}).get("epsilon_lower"),
                paper_d_sr=cell.paper.get("d_sr"), paper_d_accuracy=cell.paper.get("d_accuracy"),
                paper_d_f1=cell.paper.get("d_f1"))
+    if "proxy" in result:   # nothing reached the attacker: the rates are over no image, as the note says
+        seen = result["proxy"]
+        if seen["captures"] or seen["inspectable"]:
+            raise RuntimeError(f"the on-path proxy read TLS traffic ({seen}): the deployment is not using TLS")
+        row["note"] = (f"the on-path proxy relayed {seen['tls_connections']} TLS connections and stored "
+                       f"{seen['captures']} captures (inspectable: false); ADRA had nothing to attack")
     for key in ("test_accuracy", "recognised", "identified", "psnr", "ssim", "amia_accuracy", "amia_f1", "amia_auc"):
         row[f"d_{key}"] = (None if ref is None or row.get(key) is None or ref.get(key) is None
                            else row[key] - ref[key])

@@ -115,3 +115,38 @@ def test_report_sections_come_from_the_rows() -> None:
     text = report_markdown([(scenario, head, {"rows": rows, "scale": "cpu", "seconds": 10.0})])
     assert "ours 0.700 [0.670, 0.730], paper 0.560: ours above the paper" in text
     assert "train–test gap" in text and "Not measured: not run: dataset cifar100 not present" in text
+
+
+def test_defense_rows_take_deltas_against_none_and_say_what_tls_left(tmp_path: Path) -> None:
+    from simulations.reproduce.defense import defense_row
+    from simulations.reproduce.scenario import Cell
+
+    run = tmp_path / "run"
+    (run / "reconstructions" / "wire").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": {"threat-model": "wire"}}))
+    rates = {"recognised": {"k": 30, "n": 100, "low": 0.22, "high": 0.40},
+             "identified": {"k": 10, "n": 100, "low": 0.05, "high": 0.17},
+             "label": {"k": 90, "n": 100, "low": 0.83, "high": 0.94}}
+    (run / "reconstructions" / "wire" / "summary.json").write_text(json.dumps({"by_attack": {"adra": {
+        "intervals": {"attack": rates}, "attack": {"psnr": 14.0, "ssim": 0.4}, "baseline": {"recognised": 0.1}}}}))
+    metrics = {"n_members": 500, "n_nonmembers": 500, "accuracy": 0.6, "f1": 0.62, "auc": 0.63, "auc_low": 0.6,
+               "auc_high": 0.66}
+    amia = {"alpha": metrics, "theta": metrics | {"auc": 0.7}, "audit": {"epsilon_lower": 0.4}}
+    none = defense_row(Cell(id="defense=none", knobs={"defense": "none"}), {"run_dir": str(run),
+                                                                            "test_accuracy": 0.9}, amia, None)
+    assert none["recognised"] == 0.3 and none["adra_n"] == 100 and none["d_recognised"] is None
+    assert none["amia_accuracy_lo"] < 0.6 < none["amia_accuracy_hi"] and none["audit_epsilon_lower"] == 0.4
+    paper = {"d_accuracy": -0.31}
+    noisy = defense_row(Cell(id="defense=input-noise", knobs={"defense": "input-noise"}, paper=paper),
+                        {"run_dir": str(run), "test_accuracy": 0.85}, amia | {"alpha": metrics | {"accuracy": 0.55}},
+                        none)
+    assert noisy["d_amia_accuracy"] == pytest.approx(-0.05) and noisy["d_test_accuracy"] == pytest.approx(-0.05)
+    assert noisy["paper_d_accuracy"] == -0.31
+    tls = defense_row(Cell(id="defense=tls", knobs={"defense": "tls"}),
+                      {"run_dir": str(run), "test_accuracy": 0.9,
+                       "proxy": {"captures": 0, "inspectable": False, "tls_connections": 12}}, amia, none)
+    assert tls["adra_n"] == 0 and tls["recognised"] is None and "stored 0 captures" in tls["note"]
+    with pytest.raises(RuntimeError, match="not using TLS"):
+        defense_row(Cell(id="defense=tls", knobs={"defense": "tls"}),
+                    {"run_dir": str(run), "proxy": {"captures": 3, "inspectable": True, "tls_connections": 0}},
+                    amia, none)
