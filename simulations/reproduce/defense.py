@@ -3,7 +3,9 @@ ADRA and, on the served model, by AMIA; utility, ε and cost beside each, deltas
 
 The paper's four are ``dp-sgd-alpha-paper`` (its DP_SGD: N(0, 0.01) on the α gradient), ``l2-alpha`` (LR),
 ``input-noise`` (its DP: N(0, 0.01) on every D^α sample) and ``md`` (its MD: the DMP student of the undefended
-run); the project's own are DP-SGD on α with σ = 1, local DP and central DP on the update, and SecAgg+.
+run); the project's own are DP-SGD on α with σ = 1, local DP and central DP on the update, SecAgg+, and TLS
+(the federation deployed as processes with the on-path proxy: what the proxy could store is what the eavesdropper
+got).
 """
 
 from __future__ import annotations
