@@ -1,10 +1,10 @@
 """``archleak reproduce``: one paper table, cell by cell, with resume, a wall-time budget and the outputs.
 
-Layout under ``OUT/<table>/``: ``plan.json`` (which cells run on this scale, and why the others do not),
+Layout under ``OUT/<table>/``: ``plan.json`` (each cell's probe, saved as it comes, and which cells ran),
 ``cells/<cell>.json`` (one finished cell, written atomically: a stopped run loses at most the cell in progress),
-then ``<table>.csv``, ``<table>.md``, ``<table>.json`` and ``<table>.png`` from the finished cells. A cell whose
-estimated cost does not fit the scale's budget is not run and says so with its estimate; the cheapest cells run
-first, so a budget buys as many cells as it can.
+then ``<table>.csv``, ``<table>.md``, ``<table>.json`` and ``<table>.png`` from the finished cells. The cheapest
+cells run first, so a budget buys as many cells as it can; a cell whose estimate (corrected by what the finished
+cells measured against theirs) does not fit what is left is not run and says so with its estimate.
 """
 
 from __future__ import annotations
@@ -69,86 +69,115 @@ def settings_for(scenario: Scenario, scale: str) -> Any:
                             f"{first['msg']}") from None
 
 
-def make_plan(scenario: Scenario, scale: str, settings: Any, ctx: Context, log: Log) -> dict[str, Any]:
-    """Which cells run: those the executor can run here, cheapest first, while the estimates fit the budget."""
-    executor, budget = EXECUTORS.get(scenario.kind), scenario.scales[scale].budget_s   # type: ignore[index]
-    entries, estimates, bounds = {}, {}, {}
+def probe_cells(scenario: Scenario, scale: str, settings: Any, ctx: Context, key: str, plan_path: Path,
+                known: dict[str, Any], log: Log) -> dict[str, Any]:
+    """Per cell: why it cannot run here (or None) and its measured cost estimate. Each probe is saved as it
+    comes (``known`` holds those of an interrupted run with the same stamp), so a restart does not probe again."""
+    executor = EXECUTORS.get(scenario.kind)
+    entries = dict(known)
     for cell in scenario.cells(scale):
+        if cell.id in entries:
+            continue
         reason = executor.skip(cell, settings, ctx)
+        entry: dict[str, Any] = {"reason": reason, "estimated_s": None, "bound": None}
         if reason is None and scenario.scales[scale].probe:   # type: ignore[index]
             probe = executor.probe(cell, settings, ctx)
-            estimates[cell.id], bounds[cell.id] = float(probe["estimated_s"]), probe["bound"]
-            log(f"archleak: {scenario.table} {cell.id}: estimated {estimates[cell.id]:.0f} s ({probe['bound']})")
-        entries[cell.id] = {"run": reason is None, "reason": reason, "estimated_s": estimates.get(cell.id),
-                            "bound": bounds.get(cell.id)}
-    spent = 0.0
-    for cell_id, estimate in sorted(estimates.items(), key=lambda kv: kv[1]):
-        if spent + estimate > budget:
-            at_least = "at least " if bounds[cell_id] == "lower" else ""
-            entries[cell_id].update(run=False, reason=(f"not run on this scale: estimated {at_least}"
-                                                       f"{estimate:.0f} s, beyond the {budget - spent:.0f} s left of "
-                                                       f"the {budget:.0f} s budget after cheaper cells"))
-        else:
-            spent += estimate
-    return {"budget_s": budget, "estimated_s": spent, "cells": entries}
+            entry.update(estimated_s=float(probe["estimated_s"]), bound=probe["bound"])
+            log(f"archleak: {scenario.table} {cell.id}: estimated {entry['estimated_s']:.0f} s ({probe['bound']})")
+        entries[cell.id] = entry
+        atomic_write_json(plan_path, {"stamp": key, "cells": entries})
+    return entries
+
+
+def admit(entry: dict[str, Any], finished: list[dict[str, Any]], budget: float) -> str | None:
+    """None when the cell fits the budget left; else why not. The estimate is corrected by the ratio of measured
+    to estimated seconds of the cells finished so far (a loaded machine, or a pessimistic probe, shows there)."""
+    if entry["reason"] is not None:
+        return str(entry["reason"])
+    if entry["estimated_s"] is None:
+        return None
+    spent = sum(r["seconds"] for r in finished)
+    estimated = sum(r["estimated_s"] for r in finished if r.get("estimated_s"))
+    measured = sum(r["seconds"] for r in finished if r.get("estimated_s"))
+    ratio = measured / estimated if estimated > 0 else 1.0
+    cost = entry["estimated_s"] * ratio
+    if cost <= budget - spent:
+        return None
+    at_least = "at least " if entry["bound"] == "lower" else ""
+    scaled = (f" (the probe's {entry['estimated_s']:.0f} s x {ratio:.2f}, measured over estimated so far)"
+              if ratio != 1.0 else "")
+    return (f"not run on this scale: estimated {at_least}{cost:.0f} s{scaled}, beyond the "
+            f"{max(budget - spent, 0):.0f} s left of the {budget:.0f} s budget")
 
 
 def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: bool = False, data_root: str = "",
                     progress: Progress = lambda *a: None, log: Log = print) -> TableRun:
+    """Probe every cell, then run them cheapest first while each fits the budget left; outputs in the axes' order."""
     scenario = load_scenario(table)
     if scale not in scenario.scales:
         raise ScenarioError(f"unknown scale {scale!r}; known: {', '.join(scenario.scales)}")
     settings = settings_for(scenario, scale)
     folder = Path(out) / table
     key = stamp(scenario, scale, seed)
-    ctx = Context(data_root=data_root, seed=seed, folder=folder, scale=scale, log=log,
-                  budget_s=scenario.scales[scale].budget_s)
+    budget = scenario.scales[scale].budget_s
+    ctx = Context(data_root=data_root, seed=seed, folder=folder, scale=scale, log=log, budget_s=budget)
     plan_path = folder / "plan.json"
-    previous = json.loads(plan_path.read_text()) if resume and plan_path.exists() else None
-    plan = previous if previous and previous.get("stamp") == key else {
-        "stamp": key, **make_plan(scenario, scale, settings, ctx, log)}
-    atomic_write_json(plan_path, plan)
-    computed, reused, records = [], [], []
+    previous = json.loads(plan_path.read_text()) if resume and plan_path.exists() else {}
+    known = previous.get("cells", {}) if previous.get("stamp") == key else {}
+    entries = probe_cells(scenario, scale, settings, ctx, key, plan_path, known, log)
     cells = scenario.cells(scale)
-    for done, cell in enumerate(cells):
+    order = sorted(cells, key=lambda c: entries[c.id]["estimated_s"] or 0.0)   # stable: axes' order at equal cost
+    computed, reused, records = [], [], {}
+    finished: list[dict[str, Any]] = []
+    for done, cell in enumerate(order):
         progress(f"{table} cells", done, len(cells))
         path = folder / "cells" / f"{cell_slug(cell.id)}.json"
         record = _finished(path, key) if resume else None
         if record is not None:
             reused.append(cell.id)
         else:
-            record = _run_cell(scenario, cell, settings, ctx, plan["cells"][cell.id], key, progress, log)
+            record = _run_cell(scenario, cell, settings, ctx, admit(entries[cell.id], finished, budget),
+                               entries[cell.id], key, progress, log)
             atomic_write_json(path, record)
             computed.append(cell.id)
-        records.append(record)
+        records[cell.id] = record
+        if record.get("ran"):
+            finished.append(record)
     progress(f"{table} cells", len(cells), len(cells))
-    rows = [row for r in records for row in r["rows"]]
-    write_outputs(scenario, scale, seed, settings, plan, records, rows, folder)
+    ordered = [records[c.id] for c in cells]
+    rows = [row for r in ordered for row in r["rows"]]
+    plan = {"stamp": key, "budget_s": budget, "cells": entries,
+            "ran": [c.id for c in cells if records[c.id].get("ran")]}
+    atomic_write_json(plan_path, plan)
+    write_outputs(scenario, scale, seed, settings, plan, ordered, rows, folder)
     return TableRun(table, folder, computed, reused, rows)
 
 
 def _finished(path: Path, key: str) -> dict[str, Any] | None:
+    """A cell that ran to the end under the same stamp (a cell left out for the budget is decided again)."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if record.get("stamp") == key else None
+    return record if record.get("stamp") == key and record.get("ran") else None
 
 
-def _run_cell(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, entry: dict[str, Any], key: str,
-              progress: Progress, log: Log) -> dict[str, Any]:
+def _run_cell(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, reason: str | None,
+              entry: dict[str, Any], key: str, progress: Progress, log: Log) -> dict[str, Any]:
     executor = EXECUTORS.get(scenario.kind)
     tick = time.perf_counter()
-    if not entry["run"]:
-        log(f"archleak: {scenario.table} {cell.id}: {entry['reason']}")
-        rows = [{"cell": cell.id, "status": "not run", "note": entry["reason"]}]
-        return {"stamp": key, "cell": cell.model_dump(), "rows": rows, "details": [], "seconds": 0.0}
+    if reason is not None:
+        log(f"archleak: {scenario.table} {cell.id}: {reason}")
+        status = "not implemented" if reason.startswith("not implemented") else "not run"
+        rows = [{"cell": cell.id, "status": status, "note": reason}]
+        return {"stamp": key, "cell": cell.model_dump(), "rows": rows, "details": [], "seconds": 0.0,
+                "ran": False, "estimated_s": entry.get("estimated_s")}
     log(f"archleak: {scenario.table} {cell.id}: running")
     result = executor.run_cell(cell, settings, ctx, progress)
     seconds = time.perf_counter() - tick
     log(f"archleak: {scenario.table} {cell.id}: done in {seconds:.0f} s")
     return {"stamp": key, "cell": cell.model_dump(), "rows": result["rows"], "details": result.get("details", []),
-            "seconds": seconds, "estimated_s": entry.get("estimated_s")}
+            "seconds": seconds, "estimated_s": entry.get("estimated_s"), "ran": True}
 
 
 def write_outputs(scenario: Scenario, scale: str, seed: int, settings: Any, plan: dict[str, Any],

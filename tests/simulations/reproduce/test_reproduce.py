@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,6 @@ from typer.testing import CliRunner
 
 from fednas.data import DATASETS
 from simulations.cli import app
-from simulations.reproduce import executors
 from simulations.reproduce.executors import EXECUTORS, Headline
 from simulations.reproduce.report import report_markdown, verdict
 from simulations.reproduce.runner import reproduce_table, stamp
@@ -68,22 +68,31 @@ def test_amia_table_twice_gives_identical_csvs(mnist: str, tmp_path: Path) -> No
 
 def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pytest.MonkeyPatch,
                                                                tmp_path: Path) -> None:
-    costs = {"batch-size=1 p=32": 70.0, "batch-size=2 p=32": 50.0}
+    """Cheapest first; each estimate is corrected by how the finished cells' measured time compared with theirs."""
+    costs = {"batch-size=1 p=32": 0.04, "batch-size=2 p=32": 0.03}
+
+    def run_cell(cell, settings, ctx, progress):
+        time.sleep(0.06)   # twice its estimate: the next cell's estimate doubles too
+        return {"rows": [{"cell": cell.id, "variant": "paper", "status": "done"}]}
+
     fake = dataclasses.replace(
         EXECUTORS.get("adra"), probe=lambda cell, s, ctx: {"estimated_s": costs[cell.id], "bound": "measured"},
-        run_cell=lambda cell, s, ctx, progress: {"rows": [{"cell": cell.id, "variant": "paper", "status": "done"}]})
+        run_cell=run_cell)
     monkeypatch.setitem(EXECUTORS._items, "adra", fake)
     scenario = load_scenario("table2")
     scales = dict(scenario.scales)
-    scales["ci"] = scales["ci"].model_copy(update={"probe": True, "budget_s": 100.0})
+    scales["ci"] = scales["ci"].model_copy(update={"probe": True, "budget_s": 0.1})
     monkeypatch.setattr("simulations.reproduce.runner.load_scenario",
                         lambda table: scenario.model_copy(update={"scales": scales}))
     result = reproduce_table("table2", "ci", 0, tmp_path, log=lambda line: None)
     status = {r["cell"]: r for r in result.rows}
     assert status["batch-size=2 p=32"]["status"] == "done"
     assert status["batch-size=1 p=32"]["status"] == "not run"
-    assert "estimated 70 s, beyond the 50 s left of the 100 s budget" in status["batch-size=1 p=32"]["note"]
-    assert executors.Context   # the planner's context type stays public
+    assert "measured over estimated so far" in status["batch-size=1 p=32"]["note"]
+    assert [r["cell"] for r in result.rows] == ["batch-size=1 p=32", "batch-size=2 p=32"]   # the axes' order
+    assert json.loads((tmp_path / "table2" / "plan.json").read_text())["ran"] == ["batch-size=2 p=32"]
+    again = reproduce_table("table2", "ci", 0, tmp_path, resume=True, log=lambda line: None)
+    assert again.reused == ["batch-size=2 p=32"] and again.computed == ["batch-size=1 p=32"]   # decided again
 
 
 def test_unknown_tables_and_scales_are_one_line_usage_errors(tmp_path: Path) -> None:
