@@ -159,7 +159,8 @@ def _finished(path: Path, key: str) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if record.get("stamp") == key and record.get("ran") else None
+    ran = record.get("ran", any(r.get("status") == "done" for r in record.get("rows", [])))
+    return record if record.get("stamp") == key and ran else None
 
 
 def _run_cell(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, reason: str | None,
