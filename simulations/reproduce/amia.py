@@ -30,6 +30,7 @@ from fednas.federation import client_data, make_model
 from fednas.search import local_search
 from fednas.search_space import spec_for_paper_p
 from fednas.seeds import generator
+from fednas.supernet import SuperNet
 from simulations.reproduce.scenario import Cell, Strict
 
 Progress = Callable[[str, int, int], None]
@@ -82,14 +83,14 @@ def skip(cell: Cell, settings: AmiaSettings, data_root: str) -> str | None:
 
 def probe(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> float:
     """Estimated seconds to train the target (two θ and two α steps timed on client 0's data, times the steps
-    of the whole federation) plus the attacks (taken as one more target's training each, a rough bound)."""
-    if _cached(target_key(cell, settings, seed, data_root)) is not None:
-        return 60.0 * len(settings.attacks)
+    of the whole federation; nothing when it is cached) plus the attacks' shadows or reference models."""
     cfg = parse_run_config(target_overrides(cell, settings, seed, data_root))
     theta, alpha = client_data(cfg, cfg.dataset, resolve_data_root(data_root)[0], 0, settings.clients)
     from fednas.data import load_dataset
 
     model = make_model(cfg, load_dataset(cfg.dataset, data_root), torch.device("cpu"))
+    if _cached(target_key(cell, settings, seed, data_root)) is not None:
+        return sum(attack_seconds(settings, attack, model) for attack in settings.attacks)
     quick = cfg.local_search().model_copy(update={"theta_steps": 2, "theta_epochs": 0, "alpha_steps": 2,
                                                   "alpha_epochs": 0})
     tick = time.perf_counter()
@@ -99,7 +100,33 @@ def probe(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> floa
     theta_steps = search.theta_epochs * math.ceil(len(theta) / search.theta_batch_size) or search.theta_steps
     alpha_steps = search.alpha_epochs * math.ceil(len(alpha) / search.alpha_batch_size) or search.alpha_steps
     train = per_step * (theta_steps + alpha_steps) * settings.clients * cfg.num_server_rounds
-    return train * (1 + len(settings.attacks))
+    return train + sum(attack_seconds(settings, attack, model) for attack in settings.attacks)
+
+
+def attack_seconds(settings: AmiaSettings, attack: str, target: SuperNet) -> float:
+    """The attack's training cost: its shadows (ML-Leaks) or reference models (LiRA, RMIA), each a ResNet of the
+    config's depth trained for its epochs, from three timed SGD steps; the queries are left out (small)."""
+    from fednas.resnet import ResNet
+
+    cfg = AmiaConfig.model_validate({**settings.amia, "attack": attack})
+    spec = target.spec
+    model = ResNet(cfg.resnet_depth, spec.in_channels, spec.num_classes, (0.5,) * spec.in_channels,
+                   (0.5,) * spec.in_channels)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.rand(cfg.shadow_batch_size, spec.in_channels, spec.image_size, spec.image_size)
+    y = torch.zeros(cfg.shadow_batch_size, dtype=torch.long)
+    tick = time.perf_counter()
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    per_step = (time.perf_counter() - tick) / 3
+    if attack == "ml-leaks":
+        steps = cfg.shadows * cfg.shadow_epochs * math.ceil(cfg.shadow_size / cfg.shadow_batch_size)
+    else:
+        half = (2 * cfg.eval_size + cfg.population) / 2
+        steps = cfg.references * cfg.shadow_epochs * math.ceil(half / cfg.shadow_batch_size)
+    return per_step * steps
 
 
 def target_key(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> str:
