@@ -41,6 +41,8 @@ TARGET_VERSION = 1
 class AmiaSettings(Strict):
     clients: int = Field(4, ge=2, description="clients of the target federation")
     run: dict[str, Any] = Field(description="run-config keys of the target (rounds, epochs, sizes)")
+    run_by_dataset: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, alias="run-by-dataset", description="per dataset: run-config keys that replace run's")
     attacks: list[str] = Field(min_length=1, description="membership attacks, one row each")
     amia: dict[str, Any] = Field(default_factory=dict, description="AMIA settings shared by the attacks")
     eta_dataset: dict[str, str] = Field(default_factory=dict, alias="eta-dataset",
@@ -49,13 +51,17 @@ class AmiaSettings(Strict):
 
     def model_post_init(self, _: Any) -> None:
         parse_run_config(self.run)
+        for extra in self.run_by_dataset.values():
+            parse_run_config({**self.run, **extra})
         for attack in self.attacks:
             AmiaConfig.model_validate({**self.amia, "attack": attack})
 
 
 def target_overrides(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> dict[str, Any]:
     spec = spec_for_paper_p(int(cell.knobs.get("p", 64)))
-    return {**settings.run, "dataset": str(cell.knobs["dataset"]), "data-root": data_root, "seed": seed,
+    dataset = str(cell.knobs["dataset"])
+    return {**settings.run, **settings.run_by_dataset.get(dataset, {}), "dataset": dataset, "data-root": data_root,
+            "seed": seed,
             "cells": spec.cells, "nodes": spec.nodes, "alpha-sharing": "per-cell"}
 
 
