@@ -34,7 +34,7 @@ def _updates(model: torch.nn.Module, data: Any, ids: list[int], cfg: Any) -> tup
     return torch.stack(alphas), torch.stack(thetas)
 
 
-def _pair_stats(updates: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def pair_stats(updates: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     unit = F.normalize(updates.double(), dim=1)
     cos = unit @ unit.T
     same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool)
@@ -58,6 +58,6 @@ def similarity(data_root: str, per_class: int, train_steps: list[int], alpha_siz
             d_alpha, d_theta = _updates(model, data, ids, cfg)
             out["cases"].append({"alpha_entries": model.spec.alpha_count(), "train_steps": steps,
                                  "theta_entries": int(d_theta.shape[1]),
-                                 "alpha": _pair_stats(d_alpha, labels[ids]),
-                                 "theta": _pair_stats(d_theta, labels[ids])})
+                                 "alpha": pair_stats(d_alpha, labels[ids]),
+                                 "theta": pair_stats(d_theta, labels[ids])})
     return out

@@ -25,6 +25,7 @@ from fednas.registry import Registry
 from fednas.search import evaluate
 from fednas.search_space import spec_for_paper_p
 from simulations.bench_adra import Case, CaseSetup, run_attack, setup_case
+from simulations.bench_similarity import pair_stats
 from simulations.reproduce.scenario import Cell, Strict
 
 Progress = Callable[[str, int, int], None]
@@ -158,11 +159,26 @@ def run_cell(cell: Cell, settings: AdraSettings, data_root: str, seed: int, prog
                                                 attack, data_root, settings.train_steps, seed, knobs)
         setup = setups[variant.threat]
         result = run_attack(setup, attack, variant.method, seed, keep_rows=True)
-        rows.append(variant_row(cell, name, result, weights_accuracy(setup)))
+        rows.append(variant_row(cell, name, result, weights_accuracy(setup)) | update_cosines(setup))
         details.append({k: v for k, v in result.items() if k != "rows"}
                        | {"variant": name, "settings": attack.model_dump(by_alias=True)})
     progress(cell.id, len(settings.variants), len(settings.variants))
     return {"rows": rows, "details": details, "knobs": knobs}
+
+
+def update_cosines(setup: CaseSetup) -> dict[str, float | None]:
+    """Mean cosine of the captured Δα between images of one class and of different classes (B = 1 only): when
+    same-class updates are nearly parallel, Δα carries the label and little of the image."""
+    if setup.case.batch_size != 1 or len(setup.targets) < 2:
+        return {"same_class_cosine": None, "different_class_cosine": None}
+    deltas = torch.stack([torch.cat([t.alpha_delta[g].flatten() for g in sorted(t.alpha_delta)])
+                          for t in setup.targets])
+    labels = torch.as_tensor([int(setup.data.test_labels[g[0]]) for g in setup.groups])
+    if len(set(labels.tolist())) == len(labels):   # no two images of one class
+        return {"same_class_cosine": None, "different_class_cosine": None}
+    stats = pair_stats(deltas, labels)
+    return {"same_class_cosine": round(stats["same_class_mean"], 6),
+            "different_class_cosine": round(stats["different_class_mean"], 6)}
 
 
 def weights_accuracy(setup: CaseSetup, n: int = 1000) -> float:
@@ -204,4 +220,4 @@ COLUMNS = ("cell", "variant", "threat", "status", "n", "alpha_entries", "weights
            "recognised_lo", "recognised_hi", "recognised_k", "paper_sr", "baseline_recognised", "identified",
            "identified_lo", "identified_hi", "baseline_identified", "label", "psnr", "psnr_lo", "psnr_hi", "ssim",
            "ssim_lo", "ssim_hi", "baseline_ssim", "mse", "mse_lo", "mse_hi", "paper_mse", "truth_match",
-           "attack_match", "note")
+           "attack_match", "same_class_cosine", "different_class_cosine", "note")

@@ -166,6 +166,13 @@ def _diagnostics(kind: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"- Diagnostic: in {len(blind)} of {len(done)} attacked rows the true images match the "
                        "observed Δα no better than the reconstructions (truth_match ≥ attack_match): there the "
                        "objective cannot single out the truth, whatever the optimiser.")
+        cos = {r["cell"]: (r["same_class_cosine"], r["different_class_cosine"]) for r in done
+               if r.get("same_class_cosine") is not None}
+        if cos:
+            same, diff = (sum(v[i] for v in cos.values()) / len(cos) for i in (0, 1))
+            out.append(f"- Diagnostic: captured single-image Δα of one class have a mean cosine of {same:.3f} "
+                       f"(different classes {diff:.3f}) over {len(cos)} cell(s): the closer to 1, the more Δα "
+                       "carries the label rather than the image.")
     if kind == "amia":
         gaps = [r["gap"] for r in done if r.get("gap") is not None]
         if gaps:
