@@ -166,9 +166,21 @@ def trained_target(cell: Cell, settings: AmiaSettings, seed: int, data_root: str
         run = simulate({**target_overrides(cell, settings, seed, data_root), "interceptor": "off",
                         "output-dir": str(scratch)},
                        num_clients=settings.clients)
+        require_every_client(run, settings.clients)
         run.rename(home / "run")   # atomic: a target folder is whole or absent
         shutil.rmtree(scratch, ignore_errors=True)
         return home / "run"
+
+
+def require_every_client(run: Path, clients: int) -> None:
+    """A target is cached only when every round averaged every client: a round that lost one (a worker killed
+    for memory, say) trained another model than the config names."""
+    from fednas.storage import read_jsonl
+
+    short = [r["round"] for r in read_jsonl(run / "rounds.jsonl") if r.get("clients") != clients]
+    if short:
+        raise RuntimeError(f"target run {run} averaged fewer than {clients} clients in round(s) {short}; "
+                           "not cached (free memory or CPUs and run again)")
 
 
 def run_cell(cell: Cell, settings: AmiaSettings, seed: int, data_root: str, progress: Progress,

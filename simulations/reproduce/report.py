@@ -12,7 +12,7 @@ from typing import Any
 
 from fednas.storage import atomic_write_bytes
 from simulations.bench_adra import PAPER_DEFINITIONS
-from simulations.reproduce.scenario import Scenario
+from simulations.reproduce.scenario import Scenario, cell_id
 
 WIDE = 0.2   # an interval wider than this decides nothing
 CHANCE = {"adra": "the label-only baseline (the class mean of the recovered label) beside every rate",
@@ -97,7 +97,7 @@ def plot_table(scenario: Scenario, headline: Any, rows: Sequence[Mapping[str, An
     import matplotlib.pyplot as plt
 
     axis = list(scenario.axes)[-1]
-    xs = [str(v).lower() for v in scenario.axes[axis]]
+    xs = [cell_id({axis: v}).split("=", 1)[1].lower() for v in scenario.axes[axis]]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     for r in rows:

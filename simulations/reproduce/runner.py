@@ -9,6 +9,7 @@ cells measured against theirs) does not fit what is left is not run and says so 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -81,12 +82,28 @@ def probe_cells(scenario: Scenario, scale: str, settings: Any, ctx: Context, key
         reason = executor.skip(cell, settings, ctx)
         entry: dict[str, Any] = {"reason": reason, "estimated_s": None, "bound": None}
         if reason is None and scenario.scales[scale].probe:   # type: ignore[index]
-            probe = executor.probe(cell, settings, ctx)
+            probe = probe_apart(scenario.kind, cell, settings, ctx)
             entry.update(estimated_s=float(probe["estimated_s"]), bound=probe["bound"])
             log(f"archleak: {scenario.table} {cell.id}: estimated {entry['estimated_s']:.0f} s ({probe['bound']})")
         entries[cell.id] = entry
         atomic_write_json(plan_path, {"stamp": key, "cells": entries})
     return entries
+
+
+def probe_apart(kind: str, cell: Cell, settings: Any, ctx: Context) -> dict[str, Any]:
+    """The executor's probe in a child process: probing the largest P builds models of several GiB, and memory a
+    process has held is not handed back, so the run (and the federations it starts) would inherit it."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_probe, (kind, cell, settings, dataclasses.replace(ctx, log=print)))
+
+
+def _probe(kind: str, cell: Cell, settings: Any, ctx: Context) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    return EXECUTORS.get(kind).probe(cell, settings, ctx)
 
 
 def admit(entry: dict[str, Any], finished: list[dict[str, Any]], budget: float) -> str | None:

@@ -79,6 +79,8 @@ def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pyte
         EXECUTORS.get("adra"), probe=lambda cell, s, ctx: {"estimated_s": costs[cell.id], "bound": "measured"},
         run_cell=run_cell)
     monkeypatch.setitem(EXECUTORS._items, "adra", fake)
+    monkeypatch.setattr("simulations.reproduce.runner.probe_apart",   # in this process, where the fake lives
+                        lambda kind, cell, settings, ctx: EXECUTORS.get(kind).probe(cell, settings, ctx))
     scenario = load_scenario("table2")
     scales = dict(scenario.scales)
     scales["ci"] = scales["ci"].model_copy(update={"probe": True, "budget_s": 0.1})
@@ -113,6 +115,24 @@ def test_verdicts_compare_the_paper_with_our_interval() -> None:
                                             "paper": 0.56}, head, "amia")
     assert verdict({"status": "not run"}, head, "adra") == "not run"
     assert verdict(row, head, "adra") == "no paper number"
+
+
+def test_a_probe_runs_in_a_child_process_and_answers() -> None:
+    from simulations.reproduce.executors import Context
+    from simulations.reproduce.runner import probe_apart, settings_for
+
+    scenario = load_scenario("table6")
+    cell = scenario.cells("ci")[0]
+    ctx = Context(data_root="", seed=0, folder=Path("."), scale="ci", log=lambda line: None)
+    assert probe_apart("defense", cell, settings_for(scenario, "ci"), ctx) == {"estimated_s": 0.0, "bound": "none"}
+
+
+def test_a_target_that_lost_a_client_is_not_cached(tmp_path: Path) -> None:
+    from simulations.reproduce.amia import require_every_client
+
+    (tmp_path / "rounds.jsonl").write_text('{"round": 1, "clients": 4}\n{"round": 2, "clients": 1}\n')
+    with pytest.raises(RuntimeError, match=r"fewer than 4 clients in round\(s\) \[2\]; not cached"):
+        require_every_client(tmp_path, 4)
 
 
 def test_report_sections_come_from_the_rows() -> None:
