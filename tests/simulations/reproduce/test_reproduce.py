@@ -115,6 +115,11 @@ def test_verdicts_compare_the_paper_with_our_interval() -> None:
                                             "paper": 0.56}, head, "amia")
     assert verdict({"status": "not run"}, head, "adra") == "not run"
     assert verdict(row, head, "adra") == "no paper number"
+    defended = {"status": "done", "amia_accuracy": 0.5, "amia_accuracy_lo": 0.47, "amia_accuracy_hi": 0.53,
+                "d_amia_accuracy": -0.1, "paper_d_accuracy": -0.31, "recognised": 0.1, "recognised_lo": 0.05,
+                "recognised_hi": 0.18, "d_recognised": -0.2, "paper_d_sr": -0.182}
+    assert verdict(defended, head, "defense") == ("AMIA: ours above the paper; ADRA: reproduces (paper within our "
+                                                  "95% CI)")
 
 
 def test_a_probe_runs_in_a_child_process_and_answers() -> None:
