@@ -21,6 +21,8 @@ def reproduce(
     data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0: torch's default)")] = 0,
+    report_only: Annotated[bool, typer.Option(help="run nothing: write the tables (and REPORT.md) from the cells "
+                                                   "already finished in --out")] = False,
 ) -> None:
     """Re-measure one of the paper's tables (or all, with REPORT.md) cell by cell, with intervals beside the
     paper's numbers; a stopped run continues with --resume from its last finished cell."""
@@ -49,8 +51,9 @@ def reproduce(
     done = []
     for scenario in scenarios:
         try:
-            result = reproduce_table(scenario.table, scale, seed, folder, resume=resume, data_root=root,
-                                     progress=tick, log=lambda line: typer.echo(line, err=True))
+            result = reproduce_table(scenario.table, scale, seed, folder, resume=resume or report_only,
+                                     data_root=root, progress=tick, log=lambda line: typer.echo(line, err=True),
+                                     report_only=report_only)
         except ScenarioError as exc:
             raise typer.BadParameter(str(exc)) from None
         typer.echo(f"{scenario.table}: {len(result.computed)} cell(s) computed, {len(result.reused)} reused; "

@@ -128,8 +128,9 @@ def admit(entry: dict[str, Any], finished: list[dict[str, Any]], budget: float) 
 
 
 def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: bool = False, data_root: str = "",
-                    progress: Progress = lambda *a: None, log: Log = print) -> TableRun:
-    """Probe every cell, then run them cheapest first while each fits the budget left; outputs in the axes' order."""
+                    progress: Progress = lambda *a: None, log: Log = print, report_only: bool = False) -> TableRun:
+    """Probe every cell, then run them cheapest first while each fits the budget left; outputs in the axes' order.
+    ``report_only``: no probe and no cell runs; the outputs are written from the cells already finished."""
     scenario = load_scenario(table)
     if scale not in scenario.scales:
         raise ScenarioError(f"unknown scale {scale!r}; known: {', '.join(scenario.scales)}")
@@ -141,9 +142,9 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     plan_path = folder / "plan.json"
     previous = json.loads(plan_path.read_text()) if resume and plan_path.exists() else {}
     known = previous.get("cells", {}) if previous.get("stamp") == key else {}
-    entries = probe_cells(scenario, scale, settings, ctx, key, plan_path, known, log)
+    entries = known if report_only else probe_cells(scenario, scale, settings, ctx, key, plan_path, known, log)
     cells = scenario.cells(scale)
-    order = sorted(cells, key=lambda c: entries[c.id]["estimated_s"] or 0.0)   # stable: axes' order at equal cost
+    order = sorted(cells, key=lambda c: entries.get(c.id, {}).get("estimated_s") or 0.0)   # stable at equal cost
     computed, reused, records = [], [], {}
     finished: list[dict[str, Any]] = []
     for done, cell in enumerate(order):
@@ -152,6 +153,10 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
         record = _finished(path, key) if resume else None
         if record is not None:
             reused.append(cell.id)
+        elif report_only:
+            reason = entries.get(cell.id, {}).get("reason") or PENDING
+            record = {"stamp": key, "cell": cell.model_dump(), "seconds": 0.0, "ran": False, "details": [],
+                      "rows": [{"cell": cell.id, "status": _status(reason), "note": reason}]}
         else:
             record = _run_cell(scenario, cell, settings, ctx, admit(entries[cell.id], finished, budget),
                                entries[cell.id], key, progress, log)
@@ -163,11 +168,18 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     progress(f"{table} cells", len(cells), len(cells))
     ordered = [records[c.id] for c in cells]
     rows = [row for r in ordered for row in r["rows"]]
-    plan = {"stamp": key, "budget_s": budget, "cells": entries,
+    plan = {"stamp": key, "budget_s": budget, "cells": entries, "report_only": report_only,
             "ran": [c.id for c in cells if records[c.id].get("ran")]}
     atomic_write_json(plan_path, plan)
     write_outputs(scenario, scale, seed, settings, plan, ordered, rows, folder)
     return TableRun(table, folder, computed, reused, rows)
+
+
+PENDING = "not run yet: the run stopped before this cell (continue with --resume)"
+
+
+def _status(reason: str) -> str:
+    return "not implemented" if reason.startswith("not implemented") else "not run"
 
 
 def _finished(path: Path, key: str) -> dict[str, Any] | None:
@@ -186,8 +198,7 @@ def _run_cell(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, reaso
     tick = time.perf_counter()
     if reason is not None:
         log(f"archleak: {scenario.table} {cell.id}: {reason}")
-        status = "not implemented" if reason.startswith("not implemented") else "not run"
-        rows = [{"cell": cell.id, "status": status, "note": reason}]
+        rows = [{"cell": cell.id, "status": _status(reason), "note": reason}]
         return {"stamp": key, "cell": cell.model_dump(), "rows": rows, "details": [], "seconds": 0.0,
                 "ran": False, "estimated_s": entry.get("estimated_s")}
     log(f"archleak: {scenario.table} {cell.id}: running")

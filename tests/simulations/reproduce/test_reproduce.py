@@ -95,6 +95,9 @@ def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pyte
     assert json.loads((tmp_path / "table2" / "plan.json").read_text())["ran"] == ["batch-size=2 p=32"]
     again = reproduce_table("table2", "ci", 0, tmp_path, resume=True, log=lambda line: None)
     assert again.reused == ["batch-size=2 p=32"] and again.computed == ["batch-size=1 p=32"]   # decided again
+    (tmp_path / "table2" / "cells" / "batch-size=2_p=32.json").unlink()
+    partial = reproduce_table("table2", "ci", 0, tmp_path, report_only=True, resume=True, log=lambda line: None)
+    assert partial.computed == [] and "continue with --resume" in partial.rows[1]["note"]
 
 
 def test_unknown_tables_and_scales_are_one_line_usage_errors(tmp_path: Path) -> None:
