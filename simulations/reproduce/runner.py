@@ -153,8 +153,8 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
         record = _finished(path, key) if resume else None
         if record is not None:
             reused.append(cell.id)
-        elif report_only:
-            reason = entries.get(cell.id, {}).get("reason") or PENDING
+        elif report_only:   # what the budget says now, else that the run stopped first
+            reason = (admit(entries[cell.id], finished, budget) if cell.id in entries else None) or PENDING
             record = {"stamp": key, "cell": cell.model_dump(), "seconds": 0.0, "ran": False, "details": [],
                       "rows": [{"cell": cell.id, "status": _status(reason), "note": reason}]}
         else:
