@@ -45,6 +45,8 @@ class AmiaSettings(Strict):
         default_factory=dict, alias="run-by-dataset", description="per dataset: run-config keys that replace run's")
     attacks: list[str] = Field(min_length=1, description="membership attacks, one row each")
     amia: dict[str, Any] = Field(default_factory=dict, description="AMIA settings shared by the attacks")
+    amia_by_dataset: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, alias="amia-by-dataset", description="per dataset: AMIA keys that replace amia's")
     eta_dataset: dict[str, str] = Field(default_factory=dict, alias="eta-dataset",
                                         description="per target dataset: where the (1 − η) share comes from")
     max_p: int = Field(256, alias="max-p", ge=2)
@@ -54,7 +56,8 @@ class AmiaSettings(Strict):
         for extra in self.run_by_dataset.values():
             parse_run_config({**self.run, **extra})
         for attack in self.attacks:
-            AmiaConfig.model_validate({**self.amia, "attack": attack})
+            for extra in [{}, *self.amia_by_dataset.values()]:
+                AmiaConfig.model_validate({**self.amia, **extra, "attack": attack})
 
 
 def target_overrides(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> dict[str, Any]:
@@ -192,7 +195,8 @@ def run_cell(cell: Cell, settings: AmiaSettings, seed: int, data_root: str, prog
     rows, details = [], []
     for done, attack in enumerate(settings.attacks):
         progress(f"{cell.id}: {attack}", done, len(settings.attacks))
-        cfg = AmiaConfig.model_validate({**settings.amia, "attack": attack, "seed": seed,
+        dataset_keys = settings.amia_by_dataset.get(str(cell.knobs["dataset"]), {})
+        cfg = AmiaConfig.model_validate({**settings.amia, **dataset_keys, "attack": attack, "seed": seed,
                                          "eta": float(cell.knobs.get("eta", 1.0)),
                                          "eta-dataset": settings.eta_dataset.get(str(cell.knobs["dataset"]), "")})
         box = load_target(run_dir, torch.device(cfg.device), data_root, log=lambda line: None)
