@@ -62,9 +62,6 @@ def reproduce(
     for bar in bars.values():
         bar.close()
     if table == "all":
-        import json
-
-        sections = [(s, EXECUTORS.get(s.kind).headline, json.loads((r.folder / f"{s.table}.json").read_text()))
-                  for s, r in done]
+        sections = [(s, EXECUTORS.get(s.kind).headline, r.meta) for s, r in done]
         atomic_write_bytes(folder / "REPORT.md", report_markdown(sections).encode())
         typer.echo(f"report: {folder / 'REPORT.md'}")

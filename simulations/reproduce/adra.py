@@ -26,7 +26,7 @@ from fednas.search import evaluate
 from fednas.search_space import spec_for_paper_p
 from simulations.bench_adra import Case, CaseSetup, run_attack, setup_case
 from simulations.bench_similarity import pair_stats
-from simulations.reproduce.scenario import Cell, Strict
+from simulations.reproduce.scenario import Cell, Strict, beyond_scale, p_knobs
 
 Progress = Callable[[str, int, int], None]
 
@@ -66,11 +66,6 @@ class AdraSettings(Strict):
             VARIANTS.get(name)
 
 
-def size_knobs(p: int) -> dict[str, Any]:
-    spec = spec_for_paper_p(int(p))
-    return {"cells": spec.cells, "nodes": spec.nodes, "alpha-sharing": "per-cell"}
-
-
 def variant_settings(variant: Variant, overrides: Mapping[str, Any]) -> AttackSettings:
     base = AttackSettings.model_validate({**variant.settings, "threat-model": variant.threat})
     return AttackSettings.model_validate({**base.model_dump(by_alias=True), **overrides,
@@ -78,10 +73,9 @@ def variant_settings(variant: Variant, overrides: Mapping[str, Any]) -> AttackSe
 
 
 def _case(cell: Cell) -> tuple[Case, dict[str, Any]]:
-    knobs = size_knobs(int(cell.knobs["p"]))
-    spec = spec_for_paper_p(int(cell.knobs["p"]))
-    return Case("wire", int(cell.knobs.get("batch-size", 1)), str(cell.knobs.get("activation", "elu")),
-                spec.alpha_count()), knobs
+    knobs = p_knobs(int(cell.knobs["p"]))
+    alpha = spec_for_paper_p(int(cell.knobs["p"])).alpha_count()
+    return Case("wire", int(cell.knobs.get("batch-size", 1)), str(cell.knobs.get("activation", "elu")), alpha), knobs
 
 
 def _indices(cell: Cell, settings: AdraSettings) -> range:
@@ -138,11 +132,7 @@ def _estimate(cell: Cell, settings: AdraSettings, data_root: str, seed: int, pro
 
 
 def not_run_reason(cell: Cell, settings: AdraSettings) -> str | None:
-    if int(cell.knobs["p"]) > settings.max_p:
-        spec = spec_for_paper_p(int(cell.knobs["p"]))
-        return (f"not run on this scale: P={cell.knobs['p']} is {spec.cells} cells x {spec.nodes} nodes "
-                f"({spec.alpha_count():,} α entries); this scale stops at P={settings.max_p}")
-    return None
+    return beyond_scale(int(cell.knobs["p"]), settings.max_p)
 
 
 def run_cell(cell: Cell, settings: AdraSettings, data_root: str, seed: int, progress: Progress) -> dict[str, Any]:
@@ -150,6 +140,7 @@ def run_cell(cell: Cell, settings: AdraSettings, data_root: str, seed: int, prog
     case, knobs = _case(cell)
     indices = _indices(cell, settings)
     rows, details, setups = [], [], {}
+    shared: dict[str, Any] = {}
     for done, name in enumerate(settings.variants):
         progress(f"{cell.id}: {name}", done, len(settings.variants))
         variant = VARIANTS.get(name)
@@ -158,8 +149,10 @@ def run_cell(cell: Cell, settings: AdraSettings, data_root: str, seed: int, prog
             setups[variant.threat] = setup_case(replace(case, threat=variant.threat), indices,
                                                 attack, data_root, settings.train_steps, seed, knobs)
         setup = setups[variant.threat]
+        if not shared:   # the same weights and the same client updates under every threat model
+            shared = {"weights_test_accuracy": round(weights_accuracy(setup), 4), **update_cosines(setup)}
         result = run_attack(setup, attack, variant.method, seed, keep_rows=True)
-        rows.append(variant_row(cell, name, result, weights_accuracy(setup)) | update_cosines(setup))
+        rows.append(variant_row(cell, name, result) | shared)
         details.append({k: v for k, v in result.items() if k != "rows"}
                        | {"variant": name, "settings": attack.model_dump(by_alias=True)})
     progress(cell.id, len(settings.variants), len(settings.variants))
@@ -191,9 +184,9 @@ def weights_accuracy(setup: CaseSetup, n: int = 1000) -> float:
     return float(accuracy)
 
 
-def variant_row(cell: Cell, name: str, result: Mapping[str, Any], weights_acc: float) -> dict[str, Any]:
+def variant_row(cell: Cell, name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"cell": cell.id, "variant": name, "threat": VARIANTS.get(name).threat,
-                           "alpha_entries": result["alpha_entries"], "weights_test_accuracy": round(weights_acc, 4)}
+                           "alpha_entries": result["alpha_entries"]}
     if "not_applicable" in result:
         return row | {"status": "not applicable", "note": result["not_applicable"]}
     images = result["rows"]
@@ -203,7 +196,9 @@ def variant_row(cell: Cell, name: str, result: Mapping[str, Any], weights_acc: f
         k = sum(bool(r[key]) for r in images)
         base = sum(bool(r["baseline"][key]) for r in images)
         lo, hi = wilson(k, n)
-        row.update({key: k / n, f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_k": k, f"baseline_{key}": base / n})
+        b_lo, b_hi = wilson(base, n)
+        row.update({key: k / n, f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_k": k, f"baseline_{key}": base / n,
+                    f"baseline_{key}_lo": b_lo, f"baseline_{key}_hi": b_hi})
     row["label"] = sum(bool(r["label_correct"]) for r in images) / n
     for key in ("psnr", "ssim", "mse"):
         mean, lo, hi = mean_ci([r[key] for r in images])
@@ -217,7 +212,8 @@ def variant_row(cell: Cell, name: str, result: Mapping[str, Any], weights_acc: f
 
 
 COLUMNS = ("cell", "variant", "threat", "status", "n", "alpha_entries", "weights_test_accuracy", "recognised",
-           "recognised_lo", "recognised_hi", "recognised_k", "paper_sr", "baseline_recognised", "identified",
-           "identified_lo", "identified_hi", "baseline_identified", "label", "psnr", "psnr_lo", "psnr_hi", "ssim",
-           "ssim_lo", "ssim_hi", "baseline_ssim", "mse", "mse_lo", "mse_hi", "paper_mse", "truth_match",
-           "attack_match", "same_class_cosine", "different_class_cosine", "note")
+           "recognised_lo", "recognised_hi", "recognised_k", "paper_sr", "baseline_recognised",
+           "baseline_recognised_lo", "baseline_recognised_hi", "identified", "identified_lo", "identified_hi",
+           "baseline_identified", "baseline_identified_lo", "baseline_identified_hi", "label", "psnr", "psnr_lo",
+           "psnr_hi", "ssim", "ssim_lo", "ssim_hi", "baseline_ssim", "mse", "mse_lo", "mse_hi", "paper_mse",
+           "truth_match", "attack_match", "same_class_cosine", "different_class_cosine", "note")

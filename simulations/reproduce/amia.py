@@ -25,13 +25,12 @@ from attacker.membership.amia import AmiaConfig
 from attacker.membership.evaluate import AmiaResult, evaluate_run
 from attacker.scoring.stats import wilson
 from fednas.config import parse_run_config
-from fednas.data import available_datasets, resolve_data_root
+from fednas.data import available_datasets, load_dataset, resolve_data_root
 from fednas.federation import client_data, make_model
 from fednas.search import local_search
-from fednas.search_space import spec_for_paper_p
 from fednas.seeds import generator
 from fednas.supernet import SuperNet
-from simulations.reproduce.scenario import Cell, Strict
+from simulations.reproduce.scenario import Cell, Strict, beyond_scale, p_knobs
 
 Progress = Callable[[str, int, int], None]
 SEARCH_METHODS = ("darts",)   # the federated search methods this project implements (issue 19 adds the others)
@@ -61,11 +60,9 @@ class AmiaSettings(Strict):
 
 
 def target_overrides(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> dict[str, Any]:
-    spec = spec_for_paper_p(int(cell.knobs.get("p", 64)))
     dataset = str(cell.knobs["dataset"])
     return {**settings.run, **settings.run_by_dataset.get(dataset, {}), "dataset": dataset, "data-root": data_root,
-            "seed": seed,
-            "cells": spec.cells, "nodes": spec.nodes, "alpha-sharing": "per-cell"}
+            "seed": seed, **p_knobs(int(cell.knobs.get("p", 64)))}
 
 
 def skip(cell: Cell, settings: AmiaSettings, data_root: str) -> str | None:
@@ -82,12 +79,7 @@ def skip(cell: Cell, settings: AmiaSettings, data_root: str) -> str | None:
     other = settings.eta_dataset.get(dataset, "")
     if float(cell.knobs.get("eta", 1.0)) < 1 and other and not found.get(other, False):
         return f"not run: η < 1 needs {other} under {root} for the attacker's other share"
-    p = int(cell.knobs.get("p", 64))
-    if p > settings.max_p:
-        spec = spec_for_paper_p(p)
-        return (f"not run on this scale: P={p} is {spec.cells} cells x {spec.nodes} nodes "
-                f"({spec.alpha_count():,} α entries); this scale stops at P={settings.max_p}")
-    return None
+    return beyond_scale(int(cell.knobs.get("p", 64)), settings.max_p)
 
 
 def probe(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> float:
@@ -95,8 +87,6 @@ def probe(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> floa
     of the whole federation; nothing when it is cached) plus the attacks' shadows or reference models."""
     cfg = parse_run_config(target_overrides(cell, settings, seed, data_root))
     theta, alpha = client_data(cfg, cfg.dataset, resolve_data_root(data_root)[0], 0, settings.clients)
-    from fednas.data import load_dataset
-
     model = make_model(cfg, load_dataset(cfg.dataset, data_root), torch.device("cpu"))
     if _cached(target_key(cell, settings, seed, data_root)) is not None:
         return sum(attack_seconds(settings, attack, model) for attack in settings.attacks)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from attacker.membership.amia import AmiaConfig
 from attacker.membership.evaluate import evaluate_run
 from attacker.scoring.stats import wilson
 from fednas.registry import Registry
-from simulations.reproduce.adra import size_knobs
-from simulations.reproduce.scenario import Cell, Strict, cell_slug
+from simulations.reproduce.scenario import Cell, Strict, cell_slug, p_knobs
 
 Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]
@@ -42,7 +40,7 @@ CASES.add("local-dp-update", {"defenses": "local-dp-update", "update-clip": 1.0,
 CASES.add("central-dp", {"defenses": "central-dp", "update-clip": 1.0, "central-noise-multiplier": 1.0})
 CASES.add("secagg-plus", {"defenses": "secagg-plus"})
 CASES.add("tls", {})
-POST_TRAINING = {"md": "student"}
+POST_TRAINING = ("md",)
 DEPLOYED = ("tls",)   # run in the deployment topology (SuperLink, on-path proxy, SuperNodes as processes)
 
 
@@ -69,7 +67,7 @@ def run_cell(cell: Cell, settings: DefenseSettings, seed: int, data_root: str, f
     from simulations.defend_eval import run_case
 
     name = str(cell.knobs["defense"])
-    sizes = size_knobs(int(cell.knobs["p"])) if "p" in cell.knobs else {}
+    sizes = p_knobs(int(cell.knobs["p"])) if "p" in cell.knobs else {}
     base = {**settings.run, **sizes, "seed": seed, "data-root": data_root}
     progress(f"{cell.id}: federation", 0, 2)
     if name in POST_TRAINING:
@@ -98,21 +96,14 @@ def _reference(folder: Path, cell: Cell) -> dict[str, Any] | None:
 
 def _distilled(folder: Path, settings: DefenseSettings) -> dict[str, Any]:
     """MD: the DMP student of the undefended run (the wire, hence the ADRA columns, are that run's)."""
-    from app.config import parse_app
-    from defenses.distill_run import distill_run
-    from defenses.distillation import DistillConfig
-    from fednas.federation import resolve_device
+    from simulations.defend_eval import POST_TRAINING as LABELS
+    from simulations.defend_eval import post_training_case
 
-    record = json.loads((folder / "cells" / f"{cell_slug('defense=none')}.json").read_text())["details"][0]
-    run_dir = Path(record["run_dir"])
-    device = resolve_device(parse_app(record["config"]).federation.device)
-    tick = time.perf_counter()
-    distilled = distill_run(run_dir, DistillConfig.model_validate(dict(settings.distill)), device)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return {"run_dir": str(run_dir), "config": record["config"], "model": "student",
-            "wall_s": record["wall_s"] + time.perf_counter() - tick,
-            "test_accuracy": distilled["student_test_accuracy"],
-            "epsilon": (summary.get("privacy") or {}).get("max_epsilon")}
+    reference = json.loads((folder / "cells" / f"{cell_slug('defense=none')}.json").read_text())["details"][0]
+    summary = json.loads((Path(reference["run_dir"]) / "summary.json").read_text())
+    reference = {**reference, "epsilon": (summary.get("privacy") or {}).get("max_epsilon")}
+    label = next(label for label, served in LABELS.items() if served == "student")
+    return post_training_case(label, reference, settings.distill)
 
 
 def _deployed_tls(base: Mapping[str, Any], clients: int, work: Path) -> dict[str, Any]:

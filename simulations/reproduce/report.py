@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attacker.scoring.stats import FEW
 from fednas.storage import atomic_write_bytes
 from simulations.bench_adra import PAPER_DEFINITIONS
 from simulations.reproduce.scenario import Scenario, cell_id
@@ -81,25 +82,28 @@ def table_markdown(scenario: Scenario, headline: Any, extra: Sequence[tuple[str,
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["cell"], fmt(r.get(headline.series)), interval(r, headline), fmt(r.get(headline.paper)),
-                 verdict(r, headline, scenario.kind), *[fmt(r.get(k)) for k, _ in headline.controls],
-                 *[fmt(r.get(k)) for k, _ in extra], fmt(r.get("note")) if r.get("note") else ""]
+                 verdict(r, headline, scenario.kind), *[with_ci(r, k) for k, _ in headline.controls],
+                 *[with_ci(r, k) for k, _ in extra], fmt(r.get("note")) if r.get("note") else ""]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines += ["", f"Controls: {CHANCE[scenario.kind]}."]
     if scenario.kind == "adra":
         lines += [f"- SR: {PAPER_DEFINITIONS['sr']}.", f"- MSE: {PAPER_DEFINITIONS['mse']}.",
                   ("- truth match: the gradient-match loss of the true images; when it is not below the attack's "
                   "own match, the objective cannot single out the truth.")]
-    few = [r for r in rows if r.get("status") == "done" and (_positives(r, headline) or 0) < 10
-           and _positives(r, headline) is not None]
+    few = sorted({f"{r['cell']} ({r.get(headline.series)}: {r[headline.positives]})" for r in rows
+                  if r.get("status") == "done" and r.get(headline.positives) is not None
+                  and r[headline.positives] < FEW})
     if few:
-        lines.append(f"- Rates from fewer than 10 positives: {', '.join(sorted({r['cell'] for r in few}))}.")
+        lines.append(f"- Rates from fewer than {FEW} positives (`{headline.positives}`), too few to trust: "
+                     f"{', '.join(few)}.")
     return "\n".join(lines) + "\n"
 
 
-def _positives(row: Mapping[str, Any], headline: Any) -> int | None:
-    if "recognised_k" in row and headline.key == "recognised":
-        return int(row["recognised_k"])
-    return None
+def with_ci(row: Mapping[str, Any], key: str) -> str:
+    """A value with its 95% interval when the row carries one (``key_lo``, ``key_hi``)."""
+    if row.get(f"{key}_lo") is None or row.get(key) is None:
+        return fmt(row.get(key))
+    return f"{fmt(row[key])} [{fmt(row[f'{key}_lo'])}, {fmt(row[f'{key}_hi'])}]"
 
 
 def plot_table(scenario: Scenario, headline: Any, rows: Sequence[Mapping[str, Any]], path: Path) -> None:

@@ -40,6 +40,7 @@ class TableRun:
     computed: list[str]
     reused: list[str]
     rows: list[dict[str, Any]]
+    meta: dict[str, Any]   # what <table>.json holds
 
 
 def stamp(scenario: Scenario, scale: str, seed: int) -> str:
@@ -155,8 +156,7 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
             reused.append(cell.id)
         elif report_only:   # what the budget says now, else that the run stopped first
             reason = (admit(entries[cell.id], finished, budget) if cell.id in entries else None) or PENDING
-            record = {"stamp": key, "cell": cell.model_dump(), "seconds": 0.0, "ran": False, "details": [],
-                      "rows": [{"cell": cell.id, "status": _status(reason), "note": reason}]}
+            record = _not_run(cell, reason, key, entries.get(cell.id, {}))
         else:
             record = _run_cell(scenario, cell, settings, ctx, admit(entries[cell.id], finished, budget),
                                entries[cell.id], key, progress, log)
@@ -171,15 +171,17 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     plan = {"stamp": key, "budget_s": budget, "cells": entries, "report_only": report_only,
             "ran": [c.id for c in cells if records[c.id].get("ran")]}
     atomic_write_json(plan_path, plan)
-    write_outputs(scenario, scale, seed, settings, plan, ordered, rows, folder)
-    return TableRun(table, folder, computed, reused, rows)
+    meta = write_outputs(scenario, scale, seed, settings, plan, ordered, rows, folder)
+    return TableRun(table, folder, computed, reused, rows, meta)
 
 
 PENDING = "not run yet: the run stopped before this cell (continue with --resume)"
 
 
-def _status(reason: str) -> str:
-    return "not implemented" if reason.startswith("not implemented") else "not run"
+def _not_run(cell: Cell, reason: str, key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    status = "not implemented" if reason.startswith("not implemented") else "not run"
+    return {"stamp": key, "cell": cell.model_dump(), "rows": [{"cell": cell.id, "status": status, "note": reason}],
+            "details": [], "seconds": 0.0, "ran": False, "estimated_s": entry.get("estimated_s")}
 
 
 def _finished(path: Path, key: str) -> dict[str, Any] | None:
@@ -188,8 +190,7 @@ def _finished(path: Path, key: str) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    ran = record.get("ran", any(r.get("status") == "done" for r in record.get("rows", [])))
-    return record if record.get("stamp") == key and ran else None
+    return record if record.get("stamp") == key and record.get("ran") else None
 
 
 def _run_cell(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, reason: str | None,
@@ -198,9 +199,7 @@ def _run_cell(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, reaso
     tick = time.perf_counter()
     if reason is not None:
         log(f"archleak: {scenario.table} {cell.id}: {reason}")
-        rows = [{"cell": cell.id, "status": _status(reason), "note": reason}]
-        return {"stamp": key, "cell": cell.model_dump(), "rows": rows, "details": [], "seconds": 0.0,
-                "ran": False, "estimated_s": entry.get("estimated_s")}
+        return _not_run(cell, reason, key, entry)
     log(f"archleak: {scenario.table} {cell.id}: running")
     result = executor.run_cell(cell, settings, ctx, progress)
     seconds = time.perf_counter() - tick
@@ -210,7 +209,7 @@ def _run_cell(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, reaso
 
 
 def write_outputs(scenario: Scenario, scale: str, seed: int, settings: Any, plan: dict[str, Any],
-                  records: list[dict[str, Any]], rows: list[dict[str, Any]], folder: Path) -> None:
+                  records: list[dict[str, Any]], rows: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
     executor = EXECUTORS.get(scenario.kind)
     name = scenario.table
     atomic_write_bytes(folder / f"{name}.csv", csv_bytes(rows, executor.columns))
@@ -223,3 +222,4 @@ def write_outputs(scenario: Scenario, scale: str, seed: int, settings: Any, plan
     atomic_write_bytes(folder / f"{name}.md", table_markdown(scenario, executor.headline, executor.extra,
                                                              meta).encode())
     plot_table(scenario, executor.headline, rows, folder / f"{name}.png")
+    return meta

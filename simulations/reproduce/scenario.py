@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fednas.search_space import spec_for_paper_p
+
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCALES = ("ci", "cpu", "paper")
 KINDS = ("adra", "amia", "defense")
@@ -92,6 +94,21 @@ class Scenario(Strict):
         chosen = {a: self.scales[scale].axes.get(a) or v for a, v in self.axes.items()}   # type: ignore[index]
         return [Cell(id=cell_id(k), knobs={**self.fixed, **k}, paper=self.paper.get(cell_id(k), {}))
                 for k in self._products(chosen)]
+
+
+def p_knobs(p: int) -> dict[str, Any]:
+    """Run-config knobs of the supernet for the paper's network size P (α count within 5% of P²/2)."""
+    spec = spec_for_paper_p(int(p))
+    return {"cells": spec.cells, "nodes": spec.nodes, "alpha-sharing": "per-cell"}
+
+
+def beyond_scale(p: int, max_p: int) -> str | None:
+    """Why a P above the scale's largest does not run, with the size it would have been."""
+    if p <= max_p:
+        return None
+    spec = spec_for_paper_p(p)
+    return (f"not run on this scale: P={p} is {spec.cells} cells x {spec.nodes} nodes ({spec.alpha_count():,} α "
+            f"entries); this scale stops at P={max_p}")
 
 
 def cell_id(knobs: Mapping[str, Scalar]) -> str:
