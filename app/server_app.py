@@ -21,6 +21,7 @@ from attacker.interceptor.config import InterceptorConfig
 from attacker.interceptor.eavesdropper import Eavesdropper
 from defenses.accounting import PrivacyLedger
 from defenses.config import DefenseConfig, account_round, check_compatible
+from fednas.methods import SEARCH_METHODS
 from fednas.records import from_array_record, to_array_record
 from fednas.run import ServerRun
 from fednas.strategy import FedDartsAvg
@@ -41,7 +42,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     """Parse the config (a bad value stops here, before training), run all rounds, return the summary."""
     app = parse_app({**context.run_config, **(overrides or {})})
     cfg, defense = app.federation, app.section("defense", DefenseConfig)
-    check_compatible(defense, cfg.batchnorm)
+    check_compatible(defense, cfg.batchnorm, SEARCH_METHODS.get(cfg.search_method))
     run = ServerRun(app, context.run_id, log=say)
     spy = Eavesdropper.start(grid, run.dir, run.run_id, app.section("interceptor", InterceptorConfig), log=say)
     strategy = FedDartsAvg(seed=cfg.seed, round_config=run.round_config, round_offset=run.start_round,
@@ -57,6 +58,11 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
             extra = {"privacy": ledger.report()}
         rec = run.complete_round(server_round + run.start_round, from_array_record(arrays),
                                  strategy.last_metrics, strategy.last_clients, extra)
+        if run.advance(server_round + run.start_round + 1):
+            # the search method set the next broadcast (ENAS's greedy cell, SMASH's best candidate, a PDARTS
+            # stage): Flower's loop hands this same record to the next round, so it is rewritten in place
+            arrays.clear()
+            arrays.update(to_array_record(run.global_state()))
         return MetricRecord({"test-accuracy": rec["test_accuracy"] or 0.0})
 
     replaced = [d.server_rounds for d in defense.chosen() if d.server_rounds is not None]

@@ -34,6 +34,7 @@ from defenses.alpha import AlphaStep, DPSGDAlpha, InputNoise, L2Alpha
 from defenses.mods import ClientMod, central_clip_mod, central_dp_strategy, local_dp_mod
 from defenses.secagg import LocalTrain, legacy_train, run_secagg, secagg_stage_mod
 from fednas.config import RunConfig
+from fednas.methods import SearchMethod
 from fednas.registry import Registry, registered
 from fednas.run import ServerRun
 from fednas.schema import ConfigError, KebabModel
@@ -160,12 +161,22 @@ def plug_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_compatible(defense: DefenseConfig, batchnorm: bool) -> None:
-    """Combinations that cannot work, refused before training starts (each defense's ``refuses``)."""
-    for d in defense.chosen():
+def check_compatible(defense: DefenseConfig, batchnorm: bool, method: SearchMethod | None = None) -> None:
+    """Combinations that cannot work, refused before training starts (each defense's ``refuses``, and the plug
+    points the search method lacks)."""
+    for name in (n for n in DEFENSES.names() if n in defense.names):
+        d = DEFENSES.get(name)
         reason = d.refuses(defense, batchnorm)
         if reason:
             raise ConfigError(reason)
+        if method is not None and d.alpha_step is not None and not method.trains_alpha:
+            raise ConfigError(f"defense {name!r} acts on the α step, and search-method {method.name!r} takes none; "
+                              "allowed with it: the defenses on the update or the channel (local-dp-update, "
+                              "central-dp)")
+        if method is not None and d.server_rounds is not None and not method.plain_average:
+            raise ConfigError(f"defense {name!r} runs its own rounds over the supernet's α and θ only; "
+                              f"search-method {method.name!r} sends more (or changes the supernet between rounds); "
+                              "allowed: search-method = darts")
 
 
 def account_round(ledger: PrivacyLedger, defense: DefenseConfig, batch_size: int, clients: ClientMetrics) -> None:

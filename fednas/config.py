@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fednas.data import AUTO, DATASETS
+from fednas.methods.knobs import MethodKnobs
 from fednas.partition import PARTITIONERS
 from fednas.schema import ConfigError, KebabModel, ModelT, parse_config, pick, section_keys
 from fednas.search import LocalSearchConfig
@@ -37,7 +38,7 @@ def resolve_user_path(value: str) -> Path:
     return (base / path).resolve()
 
 
-class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
+class RunConfig(LocalSearchConfig, SearchSpaceKnobs, MethodKnobs):
     """Every federation key of the Flower App's run config, with its default and meaning."""
 
     model_config = KebabModel.model_config
@@ -98,6 +99,19 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs):
                              "(BatchNorm on one image makes the output constant); allowed: batchnorm = false "
                              "with any batch size, or batches of at least 2")
         return self
+
+    @model_validator(mode="after")
+    def _method_fits(self) -> RunConfig:
+        if self.search_method == "pdarts" and self.alpha_sharing != "shared":
+            raise ValueError("'search-method' = pdarts needs 'alpha-sharing' = shared (a stage adds cells, so "
+                             "per-cell α would change shape); allowed: alpha-sharing = shared")
+        if self.search_method == "pdarts" and not self.share_weights:
+            raise ValueError("'search-method' = pdarts needs 'share-weights' = true (each stage rebuilds the "
+                             "weights on the server)")
+        return self
+
+    def knobs_of_method(self) -> MethodKnobs:
+        return MethodKnobs(**{k: getattr(self, k) for k in MethodKnobs.model_fields})
 
     def local_search(self) -> LocalSearchConfig:
         return LocalSearchConfig(**{k: getattr(self, k) for k in LocalSearchConfig.model_fields})

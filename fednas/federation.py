@@ -16,11 +16,13 @@ import torch
 from fednas.batches import ImageSet
 from fednas.config import RunConfig, resolve_user_path
 from fednas.data import ImageData, load_dataset, resolve_data_root, resolve_dataset
+from fednas.methods import SEARCH_METHODS, SearchMethod
+from fednas.methods.rounds import RoundInputs
 from fednas.partition import FederatedSplit, split_federation
-from fednas.search import AlphaStepFn, LocalSearchConfig, local_search
+from fednas.search import AlphaStepFn, LocalSearchConfig
 from fednas.search_space import SupernetSpec
 from fednas.seeds import CLIENT_STREAM, DEFENSE_STREAM, MODEL_STREAM, generator
-from fednas.state import THETA_PREFIX, export_state, import_state, split_state
+from fednas.state import THETA_PREFIX, export_state, import_state, split_extra, split_state
 from fednas.supernet import SuperNet, build_supernet
 
 
@@ -56,6 +58,17 @@ def make_model(cfg: RunConfig, data: ImageData, device: torch.device) -> SuperNe
     """The round-0 supernet: identical on the server and every client for the same seed."""
     return build_supernet(supernet_spec(cfg, data), data.mean, data.std,
                           generator(cfg.seed, MODEL_STREAM), device)
+
+
+def search_method(cfg: RunConfig) -> SearchMethod:
+    return SEARCH_METHODS.get(cfg.search_method)
+
+
+def round_model(cfg: RunConfig, data: ImageData, device: torch.device, server_round: int) -> SuperNet:
+    """The supernet a round runs on: the round-0 model's geometry, or the round's own under a method whose
+    supernet changes (PDARTS's stages)."""
+    spec = search_method(cfg).round_spec(supernet_spec(cfg, data), cfg, server_round, cfg.num_server_rounds)
+    return build_supernet(spec, data.mean, data.std, generator(cfg.seed, MODEL_STREAM), device)
 
 
 @functools.lru_cache(maxsize=8)
@@ -117,21 +130,27 @@ def run_client_round(cfg: RunConfig, search_cfg: LocalSearchConfig, server_round
     ``alpha_step_for`` builds the defended α step from a generator of its own stream."""
     device = resolve_device(cfg.device)
     data = load_dataset(choice.dataset, str(choice.root))
-    model = make_model(cfg, data, device)
-    _, broadcast_theta = split_state(received)
-    state = dict(received)
+    method = search_method(cfg)
+    model = round_model(cfg, data, device, server_round)
+    core, extra = split_extra(received)
+    _, broadcast_theta = split_state(core)
+    state = dict(core)
     if not broadcast_theta and local_theta:
         state.update({THETA_PREFIX + k: v for k, v in local_theta.items()})
     import_state(model, state)
     theta_set, alpha_set = client_data(cfg, choice.dataset, choice.root, partition_id, num_partitions)
     gen = generator(cfg.seed, CLIENT_STREAM, server_round, partition_id)
     step = alpha_step_for(generator(cfg.seed, DEFENSE_STREAM, server_round, partition_id)) if alpha_step_for else None
-    result = local_search(model, theta_set, alpha_set, search_cfg, gen, alpha_step=step)
+    if step is not None and not method.trains_alpha:
+        raise ValueError(f"a defense replaces the α step, but search-method {method.name} takes no α step")
+    out = method.client_round(RoundInputs(cfg, search_cfg, cfg.seed, server_round, cfg.num_server_rounds, model,
+                                          extra, theta_set, alpha_set, gen, step))
+    result = out.result
     metrics: dict[str, float] = {"num-examples": float(len(theta_set) + len(alpha_set)),
                                  "alpha-samples": float(len(alpha_set)),
-                                 "partition-id": float(partition_id), **result.metrics()}
+                                 "partition-id": float(partition_id), **result.metrics(), **out.metrics}
     full = export_state(model, weights=True)
-    reply = full if cfg.share_weights else export_state(model, weights=False)
+    reply = {**(full if cfg.share_weights else export_state(model, weights=False)), **out.extra}
     _, theta = split_state(full)
     return ClientRound(reply, metrics, result.alpha_batches, result.theta_batches,
                        {} if cfg.share_weights else theta)

@@ -150,11 +150,11 @@ def _step(model: Callable[[torch.Tensor], torch.Tensor], params: Sequence[torch.
           opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, clip: float) -> tuple[float, int]:
     logits = model(x)
     loss = F.cross_entropy(logits, y)
-    grads = torch.autograd.grad(loss, params)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)   # an operation off (PDARTS) has no gradient
     for p, g in zip(params, grads, strict=True):
         p.grad = g
     if clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, clip)
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())

@@ -26,6 +26,8 @@ DISTILL_STREAM = 8       # the DMP student's init and batches
 BENCH_WEIGHTS_STREAM = 7     # bench adra: θ trained on public images before a capture (never in a run with AMIA)
 BENCH_WARMUP_STREAM = 9      # bench fednas: warm-up steps
 BENCH_TIMED_STREAM = 10      # bench fednas: timed steps
+METHOD_STREAM = 11       # search methods: (0) ENAS controller / SMASH hypernetwork init, (1, round) SMASH candidates,
+                         # (2, stage) a PDARTS stage's fresh supernet and α
 # numpy streams (numpy_rng)
 PARTITION_STREAM = 0x5EA4C4   # the population hold-back and the clients' partition
 MEMBERSHIP_STREAM = 0xA31A    # the population halves (attacker's public half, non-members) and query sets

@@ -1,5 +1,6 @@
 """The supernet's state as flat named tensors: ``alpha:<group>`` and ``theta:<state_dict key>``.
 
+A search method may add its own entries (:data:`EXTRA_PREFIXES`); the supernet's functions pass them by.
 This is the payload that travels between server and clients (one ArrayRecord, distinct names) and
 the content of checkpoints. BatchNorm's ``num_batches_tracked`` counters stay local (an integer
 counter has no meaningful average and does not affect the forward pass with a fixed momentum).
@@ -15,6 +16,18 @@ from fednas.supernet import SuperNet
 
 ALPHA_PREFIX = "alpha:"
 THETA_PREFIX = "theta:"
+# a search method's own tensors (fednas.methods): ENAS's controller, SMASH's hypernetwork and candidate scores
+EXTRA_PREFIXES = ("ctrl:", "hyper:", "rank:")
+
+
+def split_extra(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(the supernet's α and θ entries, the search method's own entries)."""
+    extra = {k: v for k, v in state.items() if k.startswith(EXTRA_PREFIXES)}
+    return {k: v for k, v in state.items() if k not in extra}, extra
+
+
+def unprefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _theta_keys(model: SuperNet) -> list[str]:
@@ -32,9 +45,11 @@ def export_state(model: SuperNet, weights: bool = True) -> dict[str, torch.Tenso
 
 
 def split_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(α by group, θ by state_dict key); raises on names that are neither."""
+    """(α by group, θ by state_dict key); a search method's own entries are left out; raises on any other name."""
     alphas, theta = {}, {}
     for name, tensor in state.items():
+        if name.startswith(EXTRA_PREFIXES):
+            continue
         if name.startswith(ALPHA_PREFIX):
             alphas[name[len(ALPHA_PREFIX):]] = tensor
         elif name.startswith(THETA_PREFIX):

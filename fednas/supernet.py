@@ -18,7 +18,11 @@ from fednas.search_space import CellGenotype, Genotype, SupernetSpec
 
 
 class MixedOp(nn.Module):
-    """One edge: the softmax(α)-weighted sum of every candidate operation (``none`` adds nothing)."""
+    """One edge: the softmax(α)-weighted sum of every candidate operation (``none`` adds nothing).
+
+    An operation whose weight is exactly zero (pruned by PDARTS, or off in a one-hot child) is not computed: its
+    term and its α gradient are zero either way. ``skip_dropout`` (PDARTS) drops the skip connection's output
+    element-wise with rate p while training, from the given generator."""
 
     def __init__(self, spec: SupernetSpec, channels: int, stride: int) -> None:
         super().__init__()
@@ -26,14 +30,30 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(OPS.get(p)(channels, stride, act, spec.batchnorm)
                                  for p in spec.primitives)
         self.active = [i for i, p in enumerate(spec.primitives) if p != "none"]
+        self.skip = spec.primitives.index("skip_connect") if "skip_connect" in spec.primitives else -1
+        self.skip_dropout: tuple[float, torch.Generator] | None = None
+
+    def _term(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.ops[i](x)
+        if i == self.skip and self.skip_dropout is not None and self.training and self.skip_dropout[0] > 0:
+            p, gen = self.skip_dropout
+            keep = torch.empty(y.shape, dtype=y.dtype).bernoulli_(1 - p, generator=gen).to(y.device)
+            y = y * keep / (1 - p)
+        return y
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights`` is [ops] (one architecture) or [N, ops] (one architecture per sample)."""
-        if weights.ndim == 2:
+        single = weights.ndim == 1
+        if not single:
             weights = weights.t().reshape(weights.shape[1], -1, 1, 1, 1)
-        out: torch.Tensor = weights[self.active[0]] * self.ops[self.active[0]](x)
-        for i in self.active[1:]:
-            out = out + weights[i] * self.ops[i](x)
+        out: torch.Tensor | None = None
+        for i in self.active:
+            if single and not bool(weights[i] != 0):
+                continue
+            term = weights[i] * self._term(i, x)
+            out = term if out is None else out + term
+        if out is None:   # every real operation is off: the edge adds nothing (an exact zero of the right shape)
+            out = weights[self.active[0]] * self.ops[self.active[0]](x)
         return out
 
 

@@ -14,7 +14,7 @@ import torch
 
 from fednas.config import RunConfig
 from fednas.data import ImageData, load_dataset
-from fednas.federation import choose_data, make_model
+from fednas.federation import choose_data, round_model
 from fednas.run_folder import RunFolder, RunNotFound
 from fednas.state import import_state, split_state
 from fednas.supernet import SuperNet
@@ -58,6 +58,6 @@ def load_global_model(run_dir: Path, device: torch.device, data_root: str = "",
     newest = folder.checkpoints()[0][0]
     if server_round != newest:
         log(f"archleak: the model of round {server_round} answers (round {newest} is damaged)")
-    model = make_model(cfg, data, device)
+    model = round_model(cfg, data, device, server_round)   # the round's geometry (PDARTS: its stage's depth)
     import_state(model, tensors)
     return model, {**description, "round": server_round}

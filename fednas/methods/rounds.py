@@ -1,0 +1,216 @@
+"""One client's local round under each search method: what it trains on D^θ, what it does with D^α, and what it
+sends back (the supernet's α/θ entries plus the method's own, prefixed ``ctrl:``, ``hyper:`` or ``rank:``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from fednas.batches import BatchSampler, ImageSet
+from fednas.methods import pdarts
+from fednas.methods.child import Child, child_forward, uniform_child
+from fednas.methods.enas import Controller, reinforce_loss
+from fednas.methods.knobs import MethodKnobs
+from fednas.methods.smash import HyperNet, child_accuracy, loss_on
+from fednas.search import (
+    AlphaStepFn,
+    LocalSearchConfig,
+    LocalSearchResult,
+    local_search,
+    resolve_steps,
+    search_schedule,
+)
+from fednas.seeds import METHOD_STREAM, generator
+from fednas.state import unprefix
+from fednas.supernet import SuperNet
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class RoundInputs:
+    """Everything a client's local round reads."""
+
+    knobs: MethodKnobs
+    search: LocalSearchConfig
+    seed: int
+    server_round: int
+    num_rounds: int
+    model: SuperNet
+    extra: Tensors
+    theta_set: ImageSet
+    alpha_set: ImageSet
+    generator: torch.Generator
+    alpha_step: AlphaStepFn | None = None
+
+
+@dataclass
+class RoundOutputs:
+    result: LocalSearchResult
+    extra: Tensors = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def darts_round(inp: RoundInputs) -> RoundOutputs:
+    return RoundOutputs(local_search(inp.model, inp.theta_set, inp.alpha_set, inp.search, inp.generator,
+                                     alpha_step=inp.alpha_step))
+
+
+def pdarts_round(inp: RoundInputs) -> RoundOutputs:
+    """DARTS on the stage's supernet, with the stage's skip-connection dropout (on the plain supernet: the fast path
+    has no dropout)."""
+    rate = pdarts.skip_rate(inp.knobs, inp.server_round, inp.num_rounds)
+    pdarts.set_skip_dropout(inp.model, rate, inp.generator)
+    search = inp.search.model_copy(update={"fast_search": False}) if rate > 0 else inp.search
+    out = local_search(inp.model, inp.theta_set, inp.alpha_set, search, inp.generator, alpha_step=inp.alpha_step)
+    pdarts.set_skip_dropout(inp.model, 0.0, inp.generator)
+    return RoundOutputs(out, metrics={"pdarts-stage": float(pdarts.stage_of(inp.knobs, inp.server_round,
+                                                                            inp.num_rounds)),
+                                      "pdarts-skip-dropout": rate})
+
+
+def controller(model: SuperNet, knobs: MethodKnobs) -> Controller:
+    return Controller(model.spec, knobs.enas_hidden, knobs.enas_temperature, knobs.enas_tanh_constant)
+
+
+def hypernet(model: SuperNet, knobs: MethodKnobs) -> HyperNet:
+    return HyperNet(model, knobs.smash_hidden)
+
+
+def _sgd(params: list[torch.nn.Parameter], search: LocalSearchConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=search.theta_lr, momentum=search.theta_momentum,
+                           weight_decay=search.theta_weight_decay)
+
+
+def _theta_step(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer,
+                clip: float) -> None:
+    loss.backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _ids(data: ImageSet, positions: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in data.ids[positions.numpy()])
+
+
+def enas_round(inp: RoundInputs) -> RoundOutputs:
+    """θ: SGD on D^θ, each step under a child the controller samples. Controller: per D^α batch, sample a child,
+    reward = its accuracy on the batch, baseline ← moving average, one Adam step on the REINFORCE loss."""
+    model, search, knobs, gen = inp.model, inp.search, inp.knobs, inp.generator
+    ctrl = controller(model, knobs)
+    ctrl.load_state_dict(unprefix(inp.extra, "ctrl:"))
+    n_theta = resolve_steps(search.theta_steps, search.theta_epochs, len(inp.theta_set), search.theta_batch_size)
+    n_ctrl = resolve_steps(search.alpha_steps, search.alpha_epochs, len(inp.alpha_set), search.alpha_batch_size)
+    theta_params = model.weight_parameters()
+    theta_opt = _sgd(theta_params, search)
+    ctrl_opt = torch.optim.Adam(ctrl.parameters(), lr=knobs.enas_lr)
+    samplers = {"theta": BatchSampler(len(inp.theta_set), search.theta_batch_size, gen) if n_theta else None,
+                "alpha": BatchSampler(len(inp.alpha_set), search.alpha_batch_size, gen) if n_ctrl else None}
+    result, rewards = LocalSearchResult(), []
+    for kind in search_schedule(n_theta, n_ctrl, search.search_order):
+        data = inp.alpha_set if kind == "alpha" else inp.theta_set
+        sampler = samplers[kind]
+        assert sampler is not None
+        positions = next(sampler)
+        x, y = data.batch(positions, "cpu")
+        if kind == "theta":
+            model.train()
+            with torch.no_grad():
+                child = ctrl.sample(gen).child
+            logits = child_forward(model, x, child)
+            loss = F.cross_entropy(logits, y)
+            _theta_step(loss, theta_params, theta_opt, search.grad_clip)
+            _book(result, "theta", float(loss.detach()), int((logits.detach().argmax(1) == y).sum()), len(y),
+                  _ids(data, positions))
+            continue
+        sample = ctrl.sample(gen)
+        model.eval()
+        with torch.no_grad():
+            correct = int((child_forward(model, x, sample.child).argmax(1) == y).sum())
+        reward = correct / len(y)
+        baseline = ctrl.update_baseline(reward, knobs.enas_baseline_decay)
+        loss = reinforce_loss(sample.log_prob, sample.entropy, reward, baseline, knobs.enas_entropy_weight)
+        ctrl_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ctrl_opt.step()
+        rewards.append(reward)
+        _book(result, "alpha", float(loss.detach()), correct, len(y), _ids(data, positions))
+    extra = {f"ctrl:{k}": v.detach().clone() for k, v in ctrl.state_dict().items()}
+    metrics = {"enas-reward": sum(rewards) / max(len(rewards), 1), "enas-baseline": float(ctrl.baseline)}
+    return RoundOutputs(result, extra, metrics)
+
+
+def _book(result: LocalSearchResult, kind: str, loss: float, correct: int, seen: int, ids: tuple[int, ...]) -> None:
+    if kind == "theta":
+        result.theta_steps += 1
+        result.theta_loss, result.theta_correct, result.theta_seen = (
+            result.theta_loss + loss, result.theta_correct + correct, result.theta_seen + seen)
+        result.theta_batches.append(ids)
+    else:
+        result.alpha_steps += 1
+        result.alpha_loss, result.alpha_correct, result.alpha_seen = (
+            result.alpha_loss + loss, result.alpha_correct + correct, result.alpha_seen + seen)
+        result.alpha_batches.append(ids)
+
+
+def candidates(seed: int, server_round: int, model: SuperNet, k: int) -> list[Child]:
+    """The round's SMASH candidates: the same on every client and on the server (a stream of the run seed)."""
+    gen = generator(seed, METHOD_STREAM, 1, server_round)
+    return [uniform_child(model.spec, gen) for _ in range(k)]
+
+
+def rank(model: SuperNet, hyper: HyperNet, children: list[Child], alpha_set: ImageSet) -> torch.Tensor:
+    """Each candidate's accuracy on ``alpha_set`` with generated weights (ranking reads D^α only)."""
+    model.eval()
+    x, y = alpha_set.batch(torch.arange(len(alpha_set)), "cpu")
+    return torch.tensor([child_accuracy(model, hyper, c, x, y) for c in children], dtype=torch.float64)
+
+
+def smash_round(inp: RoundInputs) -> RoundOutputs:
+    """θ and the hypernetwork: SGD on D^θ, each step a uniformly random architecture with generated 1×1 weights.
+    Then the round's candidates are ranked on (a seeded sample of) D^α; the scores go back as ``rank:scores``."""
+    model, search, gen = inp.model, inp.search, inp.generator
+    hyper = hypernet(model, inp.knobs)
+    hyper.load_state_dict(unprefix(inp.extra, "hyper:"))
+    n_theta = resolve_steps(search.theta_steps, search.theta_epochs, len(inp.theta_set), search.theta_batch_size)
+    params = [*model.weight_parameters(), *hyper.parameters()]
+    opt = _sgd(params, search)
+    sampler = BatchSampler(len(inp.theta_set), search.theta_batch_size, gen) if n_theta else None
+    result = LocalSearchResult()
+    model.train()
+    for _ in range(n_theta):
+        assert sampler is not None
+        positions = next(sampler)
+        x, y = inp.theta_set.batch(positions, "cpu")
+        loss, correct = loss_on(model, hyper, x, y, uniform_child(model.spec, gen))
+        _theta_step(loss, params, opt, search.grad_clip)
+        _book(result, "theta", float(loss.detach()), correct, len(y), _ids(inp.theta_set, positions))
+    cap = inp.knobs.smash_rank_samples
+    order = torch.randperm(len(inp.alpha_set), generator=gen)
+    chosen = order[:cap] if cap else order
+    ranked = ImageSet(inp.alpha_set.images[chosen], inp.alpha_set.labels[chosen], inp.alpha_set.ids[chosen.numpy()])
+    scores = rank(model, hyper, candidates(inp.seed, inp.server_round, model, inp.knobs.smash_candidates), ranked)
+    result.alpha_steps, result.alpha_seen = 1, len(ranked)
+    result.alpha_correct = round(float(scores.max()) * len(ranked))
+    result.alpha_batches.append(tuple(int(i) for i in ranked.ids))
+    extra = {f"hyper:{k}": v.detach().clone() for k, v in hyper.state_dict().items()}
+    extra["rank:scores"] = scores
+    return RoundOutputs(result, extra, {"smash-best-score": float(scores.max())})
+
+
+def enas_extra(model: SuperNet, knobs: MethodKnobs, seed: int) -> Tensors:
+    """The controller at the start of a run (ENAS's uniform [-0.1, 0.1] init, a stream of the run seed)."""
+    ctrl = controller(model, knobs)
+    ctrl.reset_parameters(generator(seed, METHOD_STREAM, 0))
+    return {f"ctrl:{k}": v.detach().clone() for k, v in ctrl.state_dict().items()}
+
+
+def smash_extra(model: SuperNet, knobs: MethodKnobs, seed: int) -> Tensors:
+    """The hypernetwork at the start of a run."""
+    hyper = hypernet(model, knobs)
+    hyper.reset_parameters(model, generator(seed, METHOD_STREAM, 0))
+    return {f"hyper:{k}": v.detach().clone() for k, v in hyper.state_dict().items()}

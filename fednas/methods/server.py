@@ -1,0 +1,84 @@
+"""The server's side of each search method: what it does with the average before evaluating it (ENAS: the
+controller's greedy child becomes the model; SMASH: the best-ranked candidate, with generated weights), and
+between rounds (PDARTS: a stage transition)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from fednas.methods import pdarts
+from fednas.methods.child import encode
+from fednas.methods.knobs import MethodKnobs
+from fednas.methods.rounds import Tensors, candidates, controller, hypernet
+from fednas.methods.smash import materialise
+from fednas.search_space import Genotype, SupernetSpec
+from fednas.seeds import METHOD_STREAM, generator
+from fednas.state import unprefix
+from fednas.supernet import SuperNet, build_supernet
+
+
+def keep_model(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int) -> None:
+    """DARTS and PDARTS: the average is the model."""
+
+
+def enas_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int) -> None:
+    """The model is the controller's greedy child on the shared weights (its one-hot α)."""
+    ctrl = controller(model, knobs)
+    ctrl.load_state_dict(unprefix(extra, "ctrl:"))
+    with torch.no_grad():
+        child = ctrl.sample(None).child
+        for group, alpha in encode(child, model.spec).items():
+            model.alphas[group].copy_(alpha)
+
+
+def smash_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int) -> None:
+    """The model is the round's best candidate by the clients' mean D^α accuracy, with generated weights."""
+    hyper = hypernet(model, knobs)
+    hyper.load_state_dict(unprefix(extra, "hyper:"))
+    children = candidates(seed, server_round, model, knobs.smash_candidates)
+    scores = extra.get("rank:scores")
+    best = int(scores.argmax()) if scores is not None else 0
+    materialise(model, hyper, children[best])
+
+
+Norm = tuple[Sequence[float], Sequence[float]]
+
+
+def no_transition(model: SuperNet, base: SupernetSpec, knobs: MethodKnobs, seed: int, next_round: int,
+                  num_rounds: int, norm: Norm) -> SuperNet | None:
+    return None
+
+
+def pdarts_transition(model: SuperNet, base: SupernetSpec, knobs: MethodKnobs, seed: int, next_round: int,
+                      num_rounds: int, norm: Norm) -> SuperNet | None:
+    """At a stage boundary: prune every edge to the transition's keep count by the stage's α, and build the next
+    stage's deeper supernet with fresh weights and fresh α on the kept operations."""
+    stage = pdarts.stage_of(knobs, next_round, num_rounds)
+    if next_round > num_rounds or stage == pdarts.stage_of(knobs, next_round - 1, num_rounds):
+        return None
+    gen = generator(seed, METHOD_STREAM, 2, stage)
+    new = build_supernet(pdarts.stage_spec(base, knobs, stage), *norm, gen, next(model.parameters()).device)
+    keep = knobs.keep_schedule()[stage - 1]
+    with torch.no_grad():
+        for group, alpha in model.alphas.items():
+            new.alphas[group].copy_(pdarts.prune(alpha.detach().cpu(), keep, model.spec.primitives, gen))
+    return new
+
+
+def softmax_genotype(model: SuperNet, knobs: MethodKnobs) -> Genotype:
+    return model.genotype()
+
+
+def pdarts_genotype(model: SuperNet, knobs: MethodKnobs) -> Genotype:
+    weights = {g: torch.softmax(a.detach(), dim=-1) for g, a in model.alphas.items()}
+    return pdarts.final_genotype(weights, model.spec, knobs.pdarts_max_skips)
+
+
+def same_spec(base: SupernetSpec, knobs: MethodKnobs, server_round: int, num_rounds: int) -> SupernetSpec:
+    return base
+
+
+def pdarts_spec(base: SupernetSpec, knobs: MethodKnobs, server_round: int, num_rounds: int) -> SupernetSpec:
+    return pdarts.stage_spec(base, knobs, pdarts.stage_of(knobs, server_round, num_rounds))
