@@ -34,6 +34,7 @@ from attacker.scoring.metrics import chance
 from attacker.scoring.scorer import Scorer, summarise_attack
 from attacker.wire.capture import CaptureRecord, CaptureStore, wire_view
 from fednas.data import load_dataset
+from fednas.methods import SEARCH_METHODS
 from fednas.run_folder import RunFolder
 from fednas.storage import append_record, read_jsonl
 
@@ -191,6 +192,7 @@ class Interceptor:
              callbacks: Sequence[Callable[[Progress], None]]) -> int:
         """One attack on one batch of captures; failures are recorded per capture, never raised."""
         try:
+            self.applies(name)
             recons = self.attacker.attack(chunk, name, callbacks)
         except NotApplicable as exc:
             self.stats["not_applicable"] += len(chunk)
@@ -208,6 +210,24 @@ class Interceptor:
         self.stats["attacked"] += len(recons)
         self.refresh()
         return len(recons)
+
+    def applies(self, name: str) -> None:
+        """Raises NotApplicable when the run's search method puts nothing this attack inverts on the wire."""
+        method = SEARCH_METHODS.get(self.cfg.search_method)
+        for family in ATTACKS.get(name).reads:
+            reason = method.wire.reason(family)
+            if reason:
+                raise NotApplicable(f"search-method {method.name}: {reason}")
+
+    def method_report(self) -> dict[str, Any]:
+        """What the run's search method sends, how D^α reaches the wire, and which attacks apply (or why not)."""
+        method = SEARCH_METHODS.get(self.cfg.search_method)
+        why = {}
+        for name in ATTACKS.names():
+            reasons = [r for f in ATTACKS.get(name).reads if (r := method.wire.reason(f))]
+            why[name] = reasons[0] if reasons else "applies"
+        return {"name": method.name, "paper": method.paper, "sends": [list(s) for s in method.wire.sends],
+                "d_alpha": method.wire.d_alpha, "attacks": why}
 
     def _record(self, record: CaptureRecord, recon: Reconstruction, name: str) -> None:
         scored = self.scorer.score(record, recon, name, ATTACKS.get(name).truth(self.settings))
@@ -228,6 +248,7 @@ class Interceptor:
         leak = label_leakage(lines, self.scorer.label_truth(self.cfg, Path(self.folder.data_root())), population,
                              classes)
         return {"threat_model": self.settings.threat_model, "wire": dict(self.wire), "attacks": names,
+                "search_method": self.method_report(),
                 "label_leakage": leak, "preset": self.settings.attack_preset,
                 **by_attack[primary], "by_attack": by_attack,
                 "chance": chance(self.attacker.public.spec.num_classes), "evaluation_log": self.scorer.describe(),

@@ -35,6 +35,7 @@ class Attack:
     evaluation-only log) its reconstruction is scored against."""
 
     title: str
+    reads: tuple[str, ...]          # what of the update it inverts: "alpha", "theta" (fednas.methods' attack families)
     run: AttackFn
     truth: Callable[[AttackSettings], tuple[str, ...]]
     stage: Callable[[AttackSettings], StageSettings]
@@ -42,15 +43,15 @@ class Attack:
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.add("adra", Attack(
-    "Δα (ADRA)",
+    "Δα (ADRA)", ("alpha",),
     lambda t, p, s, prior, gen, cbs: reconstruct_batch(t, p, s, prior, gen, cbs),
     lambda s: (ALPHA_BATCHES,), AttackSettings.adra_stage))
 ATTACKS.add("theta", Attack(
-    "Δθ inversion",
+    "Δθ inversion", ("theta",),
     lambda t, p, s, prior, gen, cbs: invert_batch(t, p, s, prior, gen, joint=False, callbacks=cbs),
     lambda s: (THETA_BATCHES,), AttackSettings.inversion_stage))
 ATTACKS.add("joint", Attack(
-    "Δα + Δθ (joint)",
+    "Δα + Δθ (joint)", ("alpha", "theta"),
     lambda t, p, s, prior, gen, cbs: invert_batch(t, p, s, prior, gen, joint=True, callbacks=cbs),
     lambda s: (ALPHA_BATCHES, THETA_BATCHES) if s.joint_data == "disjoint" else (THETA_BATCHES,),
     AttackSettings.inversion_stage))

@@ -7,8 +7,9 @@ WireView` into a threat model's target, and runs a registered attack on a batch 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -30,10 +31,26 @@ class Attacker:
         self.threat = THREAT_MODELS.get(settings.threat_model)
         self.own_theta = attacker_theta(public)
         self._prior: ImageVAE | None = None
+        self._stages: dict[int, tuple[PublicKnowledge, Mapping[str, torch.Tensor]]] = {}
+
+    def _stage(self, cells: int) -> tuple[PublicKnowledge, Mapping[str, torch.Tensor]]:
+        """The public knowledge and own weights for a supernet of ``cells`` cells (a PDARTS stage: the round config
+        on the wire names its depth)."""
+        if cells == self.public.spec.cells:
+            return self.public, self.own_theta
+        if cells not in self._stages:
+            public = dataclasses.replace(self.public, spec=self.public.spec.model_copy(update={"cells": cells}))
+            self._stages[cells] = (public, attacker_theta(public))
+        return self._stages[cells]
 
     def target(self, view: WireView) -> AttackTarget:
         """The threat model's view of one capture; raises NotApplicable when it cannot attack it."""
-        return self.threat(view, self.public, self.own_theta)
+        cells = int(view.config.get("supernet-cells", self.public.spec.cells))
+        public, own = self._stage(cells)
+        target = self.threat(view, public, own)
+        if cells == self.public.spec.cells:
+            return target
+        return dataclasses.replace(target, cells=cells, theta_key=f"{target.theta_key}@{cells}-cells")
 
     def weights_key(self, broadcast_id: str) -> str:
         """Captures attacked with the same weights share this key: all of them under architecture-only (the
@@ -53,5 +70,6 @@ class Attacker:
         """Run attack ``name`` on targets that share weights; the randomness is the capture's own stream."""
         key = f"{name}:{targets[0].capture_id}" if name != "adra" else targets[0].capture_id
         seed = derive_seed(self.public.seed, ATTACK_STREAM, int(hashlib.sha1(key.encode()).hexdigest()[:8], 16))
-        return ATTACKS.get(name).run(targets, self.public, self.settings, self.prior(name),
+        public = self._stage(targets[0].cells)[0] if targets[0].cells else self.public
+        return ATTACKS.get(name).run(targets, public, self.settings, self.prior(name),
                                      torch.Generator().manual_seed(seed), callbacks)

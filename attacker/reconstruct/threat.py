@@ -84,6 +84,7 @@ class AttackTarget:
     rule: UpdateRule
     theta_delta: Mapping[str, torch.Tensor] | None = None   # Δθ when θ came back on the wire
     schedule: Schedule | None = None                        # the whole local search (θ attacks)
+    cells: int = 0          # the supernet's depth in this capture's round, when it is not the public spec's (PDARTS)
 
 
 class NotApplicable(ValueError):

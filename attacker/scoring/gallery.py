@@ -137,7 +137,11 @@ def skip_notes(summary: Mapping[str, Any]) -> list[str]:
     unscored = [] if log["present"] else [(f"not scored: no evaluation log at {log['path']} (rates are "
                                            "label-only; name the federation's run folder with --evaluation-dir)")]
     preset = [] if summary.get("preset", "none") == "none" else [PRESET_NOTE.format(summary["preset"])]
-    return preset + unscored + (
+    method = summary.get("search_method") or {}
+    methods = [] if not method else [
+        f"search method {method['name']} ({method['paper']}): D^α reaches the wire as {method['d_alpha']}",
+        *(f"  {name}: {why}" for name, why in method["attacks"].items())]
+    return methods + preset + unscored + (
         [f"{name}: not applicable to {s['not_applicable']} capture(s): {s.get('why_not', '')}"
          for name, s in per if s.get("not_applicable")]
         + [f"{name}: FAILED on {s['failed']} capture(s): {s.get('why_failed', '')}" for name, s in per
