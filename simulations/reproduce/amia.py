@@ -2,9 +2,9 @@
 its config, attacked by the paper's ML-Leaks and the strongest attack, on the D^α samples that reached an α step.
 
 A cell's knobs: ``dataset``, ``p`` (network size, :func:`fednas.search_space.spec_for_paper_p`), ``eta`` (share
-of the attacker's data from the target's distribution) and ``search-method`` (DARTS today; the others are
-"not implemented" until their issue lands, never a number). Targets train α DARTS-style over D^α every round
-(``alpha-epochs`` ≥ 1 in the scenarios), so that D^α membership can matter at all.
+of the attacker's data from the target's distribution) and ``search-method`` (:data:`fednas.methods.SEARCH_METHODS`;
+a name it does not hold is "not implemented", never a number). Targets use D^α every round (``alpha-epochs`` ≥ 1 in
+the scenarios: DARTS/PDARTS α steps, ENAS controller steps, SMASH's ranking), so that D^α membership can matter.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from attacker.scoring.stats import wilson
 from fednas.config import parse_run_config
 from fednas.data import available_datasets, load_dataset, resolve_data_root
 from fednas.federation import client_data, make_model
+from fednas.methods import SEARCH_METHODS
+from fednas.methods.knobs import MethodKnobs
 from fednas.search import local_search
 from fednas.seeds import generator
 from fednas.supernet import SuperNet
 from simulations.reproduce.scenario import Cell, Strict, beyond_scale, p_knobs
 
 Progress = Callable[[str, int, int], None]
-SEARCH_METHODS = ("darts",)   # the federated search methods this project implements (issue 19 adds the others)
 TARGET_VERSION = 1
 
 
@@ -61,15 +62,17 @@ class AmiaSettings(Strict):
 
 def target_overrides(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> dict[str, Any]:
     dataset = str(cell.knobs["dataset"])
+    method = str(cell.knobs.get("search-method", "darts"))
     return {**settings.run, **settings.run_by_dataset.get(dataset, {}), "dataset": dataset, "data-root": data_root,
-            "seed": seed, **p_knobs(int(cell.knobs.get("p", 64)))}
+            "seed": seed, **p_knobs(int(cell.knobs.get("p", 64))), **({} if method == "darts" else {
+                "search-method": method})}
 
 
 def skip(cell: Cell, settings: AmiaSettings, data_root: str) -> str | None:
     method = str(cell.knobs.get("search-method", "darts"))
     if method not in SEARCH_METHODS:
         return (f"not implemented: search method {method!r} (this project searches with "
-                f"{', '.join(SEARCH_METHODS)}; the other paradigms are issue 19)")
+                f"{', '.join(SEARCH_METHODS.names())})")
     root, _ = resolve_data_root(data_root)
     found = available_datasets(Path(root))
     dataset = str(cell.knobs["dataset"])
@@ -133,6 +136,10 @@ def target_key(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) ->
 
     config = parse_run_config(target_overrides(cell, settings, seed, data_root)).model_dump(by_alias=True)
     config.pop("data-root", None)
+    for name, field in MethodKnobs.model_fields.items():   # at their defaults (DARTS), targets keep their old keys
+        key = field.alias or name.replace("_", "-")
+        if config.get(key) == field.default:
+            config.pop(key)
     return images_hash(torch.zeros(1), sorted(config.items()), settings.clients, TARGET_VERSION)
 
 
