@@ -96,3 +96,15 @@ SEARCH_METHODS.add("smash", SearchMethod(
 assert SEARCH_METHODS.names() == METHOD_NAMES
 
 __all__ = ["ALPHA_ATTACKS", "SEARCH_METHODS", "THETA_ATTACKS", "MethodKnobs", "SearchMethod", "WireLayout"]
+
+
+def wire_table() -> str:
+    """The message layout of every method as a Markdown table (the README carries it; a test keeps them equal)."""
+    lines = ["| method | a client's reply carries | how D^α reaches the wire | attacks that do not apply |",
+             "|---|---|---|---|"]
+    for name in SEARCH_METHODS.names():
+        m = SEARCH_METHODS.get(name)
+        sends = "<br>".join(f"`{prefix}`: {what}" for prefix, what in m.wire.sends)
+        refused = "<br>".join(f"{family}: {why}" for family, why in m.wire.attacks.items() if why) or "none"
+        lines.append(f"| `{name}` ({m.paper}) | {sends} | {m.wire.d_alpha} | {refused} |")
+    return "\n".join(lines) + "\n"

@@ -31,3 +31,4 @@ def test_uniform_children_pick_two_distinct_inputs_and_real_operations():
             for node, ((a, op_a), (b, op_b)) in enumerate(nodes):
                 assert a != b and max(a, b) < 2 + node
                 assert "none" not in (spec.primitives[op_a], spec.primitives[op_b])
+
