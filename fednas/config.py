@@ -102,9 +102,10 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs, MethodKnobs):
 
     @model_validator(mode="after")
     def _method_fits(self) -> RunConfig:
-        if self.search_method == "pdarts" and self.alpha_sharing != "shared":
-            raise ValueError("'search-method' = pdarts needs 'alpha-sharing' = shared (a stage adds cells, so "
-                             "per-cell α would change shape); allowed: alpha-sharing = shared")
+        if self.search_method == "pdarts" and self.alpha_sharing != "shared" and self.pdarts_depth_step:
+            raise ValueError("'search-method' = pdarts with 'alpha-sharing' = per-cell needs 'pdarts-depth-step' = 0 "
+                             "(a stage that adds cells would add α groups); allowed: alpha-sharing = shared, or "
+                             "pdarts-depth-step = 0")
         if self.search_method == "pdarts" and not self.share_weights:
             raise ValueError("'search-method' = pdarts needs 'share-weights' = true (each stage rebuilds the "
                              "weights on the server)")

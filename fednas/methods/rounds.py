@@ -213,4 +213,5 @@ def smash_extra(model: SuperNet, knobs: MethodKnobs, seed: int) -> Tensors:
     """The hypernetwork at the start of a run."""
     hyper = hypernet(model, knobs)
     hyper.reset_parameters(model, generator(seed, METHOD_STREAM, 0))
-    return {f"hyper:{k}": v.detach().clone() for k, v in hyper.state_dict().items()}
+    return {**{f"hyper:{k}": v.detach().clone() for k, v in hyper.state_dict().items()},
+            "rank:scores": torch.zeros(knobs.smash_candidates, dtype=torch.float64)}   # the reply's layout from round 1

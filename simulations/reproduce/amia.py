@@ -63,7 +63,9 @@ class AmiaSettings(Strict):
 def target_overrides(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> dict[str, Any]:
     dataset = str(cell.knobs["dataset"])
     method = str(cell.knobs.get("search-method", "darts"))
-    return {**settings.run, **settings.run_by_dataset.get(dataset, {}), "dataset": dataset, "data-root": data_root,
+    run = {k: v for k, v in {**settings.run, **settings.run_by_dataset.get(dataset, {})}.items()
+           if k.split("-")[0] not in SEARCH_METHODS or k.split("-")[0] == method}   # a method's keys to its cells only
+    return {**run, "dataset": dataset, "data-root": data_root,
             "seed": seed, **p_knobs(int(cell.knobs.get("p", 64))), **({} if method == "darts" else {
                 "search-method": method})}
 
