@@ -140,9 +140,9 @@ def run_client_round(cfg: RunConfig, search_cfg: LocalSearchConfig, server_round
     import_state(model, state)
     theta_set, alpha_set = client_data(cfg, choice.dataset, choice.root, partition_id, num_partitions)
     gen = generator(cfg.seed, CLIENT_STREAM, server_round, partition_id)
-    step = alpha_step_for(generator(cfg.seed, DEFENSE_STREAM, server_round, partition_id)) if alpha_step_for else None
-    if step is not None and not method.trains_alpha:
-        raise ValueError(f"a defense replaces the α step, but search-method {method.name} takes no α step")
+    # a method without α steps has nothing to defend there (the server refuses the α-step defenses for it)
+    step = (alpha_step_for(generator(cfg.seed, DEFENSE_STREAM, server_round, partition_id))
+            if alpha_step_for and method.trains_alpha else None)
     out = method.client_round(RoundInputs(cfg, search_cfg, cfg.seed, server_round, cfg.num_server_rounds, model,
                                           extra, theta_set, alpha_set, gen, step))
     result = out.result
