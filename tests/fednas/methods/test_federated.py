@@ -28,8 +28,10 @@ def test_one_method_federated_is_reproducible(method, data_root, tmp_path):
         assert run.model.spec.cells == 3 + 2, "the second stage is two cells deeper"
 
 
-def test_pdarts_resumes_in_its_stage(data_root, tmp_path):
-    overrides = tiny_method("pdarts", "digits", data_root, tmp_path, **{
+@pytest.mark.parametrize("method", ["pdarts", "enas", "smash"])
+def test_a_resumed_run_reaches_the_same_model(method, data_root, tmp_path):
+    """PDARTS resumes in its next stage; ENAS and SMASH take their own tensors back from the checkpoint."""
+    overrides = tiny_method(method, "digits", data_root, tmp_path, **{
         "num-server-rounds": 2, "pdarts-keep": "5", "pdarts-skip-dropout": "0.0,0.3"})
     straight, _ = federate(overrides)
     first, _ = federate({**overrides, "num-server-rounds": 1, "output-dir": str(tmp_path / "r")})
