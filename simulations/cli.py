@@ -87,6 +87,29 @@ def bench_fednas(
     emit_figures(figures, json_path)
 
 
+@bench_app.command("methods")
+def bench_methods(
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    methods: Annotated[str, typer.Option(help="comma list of search methods")] = "darts,pdarts,enas,smash",
+    clients: Annotated[int, typer.Option(min=2, help="Ray-simulated clients")] = 2,
+    out: Annotated[Path, typer.Option(help="one run folder per method under this folder")] = Path("bench-methods"),
+    run_config: Annotated[list[str], typer.Option("--run-config", help="run-config key=value (TOML)")] = [],  # noqa: B006
+) -> None:
+    """Every search method at the same training budget: test accuracy with its interval, the gap to DARTS."""
+    from fednas.config import resolve_user_path
+    from fednas.methods import SEARCH_METHODS
+    from simulations.bench_methods import compare
+
+    chosen = [m for m in methods.split(",") if m]
+    for name in chosen:
+        SEARCH_METHODS.get(name)   # an unknown name: one line listing the known ones
+    root, _ = resolve_data_root(data_root)
+    overrides = {"data-root": str(root), **toml_pairs(run_config)}
+    emit_figures(compare(overrides, chosen, clients, resolve_user_path(str(out)),
+                         log=lambda line: typer.echo(line, err=True)), json_path)
+
+
 @bench_app.command("search")
 def bench_search(
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
