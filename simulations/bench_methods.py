@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.config import parse_app
 from attacker.scoring.stats import wilson
-from fednas.config import parse_run_config
 from fednas.data import load_dataset
 from fednas.storage import read_jsonl
 from simulations.reproduce.runner import provenance
@@ -29,8 +29,12 @@ BUDGET: dict[str, Any] = {"dataset": "mnist", "num-server-rounds": 3, "samples-p
 GOAL_POINTS = 3.0   # issue 19: every method within 3 points of DARTS at the same budget
 
 
-def method_figures(run: Path, test_images: int, seconds: float) -> dict[str, Any]:
+def method_figures(run: Path, test_images: int, seconds: float, clients: int) -> dict[str, Any]:
     rounds = read_jsonl(run / "rounds.jsonl")
+    short = [r["round"] for r in rounds if r["clients"] != clients]
+    if short:
+        raise RuntimeError(f"{run}: round(s) {short} averaged fewer than {clients} clients (the clients' errors are in "
+                           "the log above); no figure from a partial federation")
     summary = json.loads((run / "summary.json").read_text())
     accuracy = float(rounds[-1]["test_accuracy"])
     low, high = wilson(round(accuracy * test_images), test_images)
@@ -42,7 +46,7 @@ def method_figures(run: Path, test_images: int, seconds: float) -> dict[str, Any
 def compare(overrides: dict[str, Any], methods: Sequence[str], clients: int, out: Path,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every method at ``overrides``' budget (one run folder each under ``out``); figures by method."""
-    cfg = parse_run_config({**BUDGET, **overrides})
+    cfg = parse_app({**BUDGET, **overrides}).federation
     data = load_dataset(cfg.dataset, cfg.data_root)
     test_images = len(data.test_labels) if cfg.eval_samples == 0 else min(cfg.eval_samples, len(data.test_labels))
     by_method: dict[str, Any] = {}
@@ -52,7 +56,7 @@ def compare(overrides: dict[str, Any], methods: Sequence[str], clients: int, out
         log(f"archleak: bench methods: training {method}")
         run = simulate({**BUDGET, **overrides, "search-method": method, "output-dir": str(folder)},
                        num_clients=clients)
-        by_method[method] = method_figures(run, test_images, time.perf_counter() - tick)
+        by_method[method] = method_figures(run, test_images, time.perf_counter() - tick, clients)
     reference = by_method.get("darts", {}).get("test_accuracy")
     for figures in by_method.values():
         if reference is not None:

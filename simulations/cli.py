@@ -102,8 +102,11 @@ def bench_methods(
     from simulations.bench_methods import compare
 
     chosen = [m for m in methods.split(",") if m]
-    for name in chosen:
-        SEARCH_METHODS.get(name)   # an unknown name: one line listing the known ones
+    try:
+        for name in chosen:
+            SEARCH_METHODS.get(name)   # an unknown name: one line listing the known ones
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--methods") from None
     root, _ = resolve_data_root(data_root)
     overrides = {"data-root": str(root), **toml_pairs(run_config)}
     emit_figures(compare(overrides, chosen, clients, resolve_user_path(str(out)),

@@ -149,3 +149,21 @@ def test_bench_search_and_inversion_smoke(tmp_path, data_root, mnist_or_digits):
     assert case["max_gradient_difference"] < 1e-4
     bad = runner.invoke(app, ["bench", "inversion", "--rows", "0", "--data-root", str(data_root)])
     assert bad.exit_code != 0 and "rows must be positive" in flat(bad.output)
+
+
+def test_bench_methods_smoke(tmp_path, data_root):
+    """Two methods at a tiny budget: each trained, its accuracy with an interval, the gap to DARTS."""
+    tiny = [a for c in ("dataset='digits'", "num-server-rounds=1", "samples-per-client=60", "theta-epochs=0",
+                        "theta-steps=1", "theta-batch-size=8", "alpha-epochs=0", "alpha-steps=1", "alpha-batch-size=4",
+                        "channels=4", "nodes=2",
+                        "eval-samples=50", "enas-hidden=8") for a in ("--run-config", c)]
+    result = runner.invoke(app, ["bench", "methods", "--methods", "darts,enas", "--out", str(tmp_path / "runs"),
+                                 "--json", str(tmp_path / "m.json"), "--data-root", str(data_root), *tiny])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "m.json").read_text())
+    assert set(figures["methods"]) == {"darts", "enas"} and figures["methods"]["darts"]["points_below_darts"] == 0
+    enas = figures["methods"]["enas"]
+    assert enas["n_test"] == 50 and enas["ci95"][0] <= enas["test_accuracy"] <= enas["ci95"][1]
+    assert enas["clients_by_round"] == [2] and "normal:" in enas["genotype"] and figures["commit"]
+    result = runner.invoke(app, ["bench", "methods", "--methods", "darts,nsga"])
+    assert result.exit_code != 0 and "known: darts, pdarts, enas, smash" in flat(result.output)
