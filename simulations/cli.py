@@ -113,6 +113,23 @@ def bench_methods(
                          log=lambda line: typer.echo(line, err=True)), json_path)
 
 
+@bench_app.command("reward")
+def bench_reward(
+    run: Annotated[Path, typer.Option(help="an ENAS run folder (search-method = enas)")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    data_root: Annotated[str, typer.Option(help="data folder (default: the run's)")] = "",
+    trials: Annotated[int, typer.Option(min=100, help="public batches the attacker simulates")] = 20_000,
+) -> None:
+    """What ENAS's scalar rewards reveal about their D^α batches' class balance (an upper bound)."""
+    from simulations.bench_reward import reward_leakage
+
+    try:
+        figures = reward_leakage(run, data_root, trials)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--run") from None
+    emit_figures(figures, json_path)
+
+
 @bench_app.command("search")
 def bench_search(
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,

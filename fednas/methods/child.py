@@ -92,3 +92,22 @@ def child_forward(model: SuperNet, x: torch.Tensor, child: Mapping[str, CellChoi
         s0, s1 = s1, torch.cat(states[2:], dim=1)
     logits: torch.Tensor = model.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
     return logits
+
+
+def decode(alphas: Mapping[str, torch.Tensor], spec: SupernetSpec) -> Child:
+    """The child an :func:`encode`\\ d α holds (the inverse of :func:`encode`); raises on an α that is not one."""
+    off = none_index(spec)
+    child: Child = {}
+    for group in spec.alpha_groups():
+        on = alphas[group] > OFF / 2
+        nodes: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        offset = 0
+        for node in range(spec.nodes):
+            pairs = [(src, int(on[offset + src].nonzero()[0])) for src in range(2 + node)
+                     if int(on[offset + src].sum()) == 1 and not bool(on[offset + src, off])]
+            if len(pairs) != 2:
+                raise ValueError(f"α group {group!r}, node {node}: not a child's encoding (two chosen edges needed)")
+            nodes.append((pairs[0], pairs[1]))
+            offset += 2 + node
+        child[group] = tuple(nodes)
+    return child

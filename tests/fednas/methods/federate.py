@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import parse_app
+from fednas.evaluation_log import write_alpha_batches
 from fednas.federation import aggregate, run_client_round
 from fednas.run import ServerRun
 
@@ -27,6 +28,8 @@ def federate(overrides: dict[str, Any], clients: int = 2) -> tuple[ServerRun, di
     state = run.global_state()
     for r in range(run.start_round + 1, cfg.num_server_rounds + 1):
         replies = [run_client_round(cfg, cfg.local_search(), r, run.choice, p, clients, state) for p in range(clients)]
+        for p, reply in enumerate(replies):   # the evaluation-only log, as the ClientApp writes it (node id = p)
+            write_alpha_batches(run.dir, r, p, p, reply.alpha_batches, clients, reply.theta_batches)
         weights = [c.metrics["num-examples"] for c in replies]
         metrics = {k: sum(c.metrics[k] for c in replies) / clients for k in replies[0].metrics}
         average = aggregate([c.state for c in replies], weights)

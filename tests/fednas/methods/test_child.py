@@ -32,3 +32,16 @@ def test_uniform_children_pick_two_distinct_inputs_and_real_operations():
                 assert a != b and max(a, b) < 2 + node
                 assert "none" not in (spec.primitives[op_a], spec.primitives[op_b])
 
+
+
+def test_decode_inverts_encode():
+    from fednas.methods.child import decode
+
+    spec = SupernetSpec(nodes=3, cells=4, alpha_sharing="per-cell")
+    child = uniform_child(spec, torch.Generator().manual_seed(3))
+    def canonical(c):   # a node's two pairs in input order (an encoding keeps no order)
+        return {g: tuple(tuple(sorted(pairs)) for pairs in nodes) for g, nodes in c.items()}
+
+    assert canonical(decode(encode(child, spec), spec)) == canonical(child)
+    with pytest.raises(ValueError, match="not a child's encoding"):
+        decode({g: torch.zeros(spec.alpha_shape()) for g in spec.alpha_groups()}, spec)
