@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import torch
 
-from fednas.methods import pdarts
 from fednas.methods.child import encode
 from fednas.methods.knobs import MethodKnobs
+from fednas.methods.pdarts import final_genotype, prune, stage_of, stage_spec
 from fednas.methods.rounds import Tensors, candidates, controller, hypernet
 from fednas.methods.smash import materialise
 from fednas.search_space import Genotype, SupernetSpec
@@ -55,15 +55,15 @@ def pdarts_transition(model: SuperNet, base: SupernetSpec, knobs: MethodKnobs, s
                       num_rounds: int, norm: Norm) -> SuperNet | None:
     """At a stage boundary: prune every edge to the transition's keep count by the stage's α, and build the next
     stage's deeper supernet with fresh weights and fresh α on the kept operations."""
-    stage = pdarts.stage_of(knobs, next_round, num_rounds)
-    if next_round > num_rounds or stage == pdarts.stage_of(knobs, next_round - 1, num_rounds):
+    stage = stage_of(knobs, next_round, num_rounds)
+    if next_round > num_rounds or stage == stage_of(knobs, next_round - 1, num_rounds):
         return None
     gen = generator(seed, METHOD_STREAM, 2, stage)
-    new = build_supernet(pdarts.stage_spec(base, knobs, stage), *norm, gen, next(model.parameters()).device)
+    new = build_supernet(stage_spec(base, knobs, stage), *norm, gen, next(model.parameters()).device)
     keep = knobs.keep_schedule()[stage - 1]
     with torch.no_grad():
         for group, alpha in model.alphas.items():
-            new.alphas[group].copy_(pdarts.prune(alpha.detach().cpu(), keep, model.spec.primitives, gen))
+            new.alphas[group].copy_(prune(alpha.detach().cpu(), keep, model.spec.primitives, gen))
     return new
 
 
@@ -73,7 +73,7 @@ def softmax_genotype(model: SuperNet, knobs: MethodKnobs) -> Genotype:
 
 def pdarts_genotype(model: SuperNet, knobs: MethodKnobs) -> Genotype:
     weights = {g: torch.softmax(a.detach(), dim=-1) for g, a in model.alphas.items()}
-    return pdarts.final_genotype(weights, model.spec, knobs.pdarts_max_skips)
+    return final_genotype(weights, model.spec, knobs.pdarts_max_skips)
 
 
 def same_spec(base: SupernetSpec, knobs: MethodKnobs, server_round: int, num_rounds: int) -> SupernetSpec:
@@ -81,4 +81,4 @@ def same_spec(base: SupernetSpec, knobs: MethodKnobs, server_round: int, num_rou
 
 
 def pdarts_spec(base: SupernetSpec, knobs: MethodKnobs, server_round: int, num_rounds: int) -> SupernetSpec:
-    return pdarts.stage_spec(base, knobs, pdarts.stage_of(knobs, server_round, num_rounds))
+    return stage_spec(base, knobs, stage_of(knobs, server_round, num_rounds))
