@@ -20,9 +20,9 @@ from fednas.search_space import CellGenotype, Genotype, SupernetSpec
 class MixedOp(nn.Module):
     """One edge: the softmax(α)-weighted sum of every candidate operation (``none`` adds nothing).
 
-    An operation whose weight is exactly zero (pruned by PDARTS, or off in a one-hot child) is not computed: its
-    term and its α gradient are zero either way. ``skip_dropout`` (PDARTS) drops the skip connection's output
-    element-wise with rate p while training, from the given generator."""
+    Operations in ``off`` (pruned by PDARTS, whose α there is :data:`fednas.methods.child.OFF`: weight exactly zero)
+    are not computed: their term and α gradient are zero either way. ``skip_dropout`` (PDARTS) drops the skip
+    connection's output element-wise with rate p while training, from the given generator."""
 
     def __init__(self, spec: SupernetSpec, channels: int, stride: int) -> None:
         super().__init__()
@@ -32,6 +32,7 @@ class MixedOp(nn.Module):
         self.active = [i for i, p in enumerate(spec.primitives) if p != "none"]
         self.skip = spec.primitives.index("skip_connect") if "skip_connect" in spec.primitives else -1
         self.skip_dropout: tuple[float, torch.Generator] | None = None
+        self.off: frozenset[int] = frozenset()
 
     def _term(self, i: int, x: torch.Tensor) -> torch.Tensor:
         y: torch.Tensor = self.ops[i](x)
@@ -43,12 +44,11 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights`` is [ops] (one architecture) or [N, ops] (one architecture per sample)."""
-        single = weights.ndim == 1
-        if not single:
+        if weights.ndim == 2:
             weights = weights.t().reshape(weights.shape[1], -1, 1, 1, 1)
         out: torch.Tensor | None = None
         for i in self.active:
-            if single and not bool(weights[i] != 0):
+            if i in self.off:
                 continue
             term = weights[i] * self._term(i, x)
             out = term if out is None else out + term

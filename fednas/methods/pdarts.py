@@ -17,7 +17,7 @@ import torch
 from fednas.methods.child import OFF
 from fednas.methods.knobs import MethodKnobs
 from fednas.search_space import CellGenotype, Genotype, SupernetSpec
-from fednas.supernet import MixedOp, SuperNet, derive_cell
+from fednas.supernet import MixedOp, SearchCell, SuperNet, derive_cell
 
 
 def stages(knobs: MethodKnobs) -> int:
@@ -52,6 +52,16 @@ def set_skip_dropout(model: SuperNet, rate: float, generator: torch.Generator) -
     for module in model.modules():
         if isinstance(module, MixedOp):
             module.skip_dropout = (rate, generator) if rate > 0 else None
+
+
+def mark_pruned(model: SuperNet) -> None:
+    """Let every edge skip the operations its α has pruned (their weight is exactly zero: the same function)."""
+    for i, cell in enumerate(model.cells):
+        assert isinstance(cell, SearchCell)
+        alpha = model.alphas[model.spec.alpha_group(i)].detach()
+        for row, edge in enumerate(cell.edges):
+            if isinstance(edge, MixedOp):
+                edge.off = frozenset(int(k) for k in (alpha[row] <= OFF / 2).nonzero().flatten().tolist())
 
 
 def prune(alpha: torch.Tensor, keep: int, primitives: tuple[str, ...], generator: torch.Generator,

@@ -12,7 +12,7 @@ from fednas.batches import BatchSampler, ImageSet
 from fednas.methods.child import Child, child_forward, uniform_child
 from fednas.methods.enas import Controller, reinforce_loss
 from fednas.methods.knobs import MethodKnobs
-from fednas.methods.pdarts import set_skip_dropout, skip_rate, stage_of
+from fednas.methods.pdarts import mark_pruned, set_skip_dropout, skip_rate, stage_of
 from fednas.methods.smash import HyperNet, child_accuracy, loss_on
 from fednas.search import (
     AlphaStepFn,
@@ -62,6 +62,7 @@ def pdarts_round(inp: RoundInputs) -> RoundOutputs:
     """DARTS on the stage's supernet, with the stage's skip-connection dropout (on the plain supernet: the fast path
     has no dropout)."""
     rate = skip_rate(inp.knobs, inp.server_round, inp.num_rounds)
+    mark_pruned(inp.model)
     set_skip_dropout(inp.model, rate, inp.generator)
     search = inp.search.model_copy(update={"fast_search": False}) if rate > 0 else inp.search
     out = local_search(inp.model, inp.theta_set, inp.alpha_set, search, inp.generator, alpha_step=inp.alpha_step)
