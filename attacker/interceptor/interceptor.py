@@ -146,11 +146,15 @@ class Interceptor:
         the k-th of n balanced parts, by groups of captures that share weights); returns how many
         reconstructions were made."""
         by_id = {r.capture_id: r for r in records}
+        # shards are cut from every capture with an update, not from what is still to do: workers that start at
+        # different moments must agree on the parts (one that started after another had finished would otherwise
+        # cut the rest anew, and a capture could fall to the worker that had already ended)
+        everything = [r for r in self.store.records() if r.reply_blob] if shard[1] > 1 else list(records)
         by_weights: dict[str, list[CaptureRecord]] = {}
-        for record in sorted(records, key=lambda r: (r.server_round, r.node_id)):
+        for record in sorted(everything, key=lambda r: (r.server_round, r.node_id)):
             by_weights.setdefault(self.attacker.weights_key(record.broadcast_blob), []).append(record)
         mine = balanced_shard(list(by_weights.values()), *shard)
-        targets = self.targets([r for group in mine for r in group])
+        targets = self.targets([by_id[r.capture_id] for group in mine for r in group if r.capture_id in by_id])
         grouped: dict[tuple[Any, ...], list[AttackTarget]] = {}
         for target in targets:
             grouped.setdefault((target.theta_key, target.rule, target.schedule), []).append(target)
@@ -261,10 +265,11 @@ class Interceptor:
                                f"{self.settings.threat_model}", summary["settings"], summary)
         return summary
 
-    def report(self) -> str:
+    def report(self, force: bool = False) -> str:
         """The summary table as text; ``summary.json`` and the gallery are rewritten only when this session
-        recorded something (a rerun that attacks nothing must not relabel old results with new settings)."""
-        fresh = self.tried or not (self.out / "summary.json").exists()
+        recorded something (a rerun that attacks nothing must not relabel old results with new settings), or when
+        ``force``d (the after-run service, once every worker has written its lines)."""
+        fresh = force or self.tried or not (self.out / "summary.json").exists()
         summary = self.refresh() if fresh else self.summary()
         rows = summary_table(summary)
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -84,6 +84,15 @@ class InterceptorService:
                     worker.kill()
                     stats["timed_out"] = True
             stats["exit_codes"] = codes
+            if len(self.workers) > 1:
+                # each worker reported what it saw when it ended; the summary of all of them is written once all
+                # have ended (else the last to end may have read the metrics before the others' last lines)
+                from attacker.interceptor.interceptor import Interceptor  # the attack's modules: after training
+
+                whole = Interceptor(self.run_dir, self.settings, log=lambda line: None)
+                whole.pending()
+                atomic_write_bytes(RunFolder(self.run_dir).reconstructions(self.settings.threat_model) / "report.txt",
+                                   (whole.report(force=True) + "\n").encode())
         except Exception as exc:  # noqa: BLE001 - reporting must not fail the run either
             stats["error"] = f"{exc.__class__.__name__}: {exc}"
         out = RunFolder(self.run_dir).reconstructions(self.settings.threat_model)
