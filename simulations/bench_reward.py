@@ -23,6 +23,7 @@ from fednas.methods.child import decode, genotype
 from fednas.run_folder import RunFolder
 from fednas.seeds import ATTACK_STREAM, generator
 from fednas.target import load_global_model
+from simulations.reproduce.runner import provenance
 
 
 def reward_leakage(run_dir: Path, data_root: str = "", trials: int = 20_000, public_samples: int = 5_000,
@@ -52,4 +53,5 @@ def reward_leakage(run_dir: Path, data_root: str = "", trials: int = 20_000, pub
                          generator(cfg.seed, ATTACK_STREAM, 0xB007))
     return {"run": str(run_dir), "round": description["round"], "batch_size": size, "partitioning": cfg.partitioning,
             "public_images": len(public.aux_labels), "public_batches": trials,
-            "cell": str(genotype(child, model.spec)), "public_batches_per_reward": reader.counts.tolist(), **score}
+            "cell": str(genotype(child, model.spec)), "public_batches_per_reward": reader.counts.tolist(), **score,
+            "seed": cfg.seed, **provenance()}
