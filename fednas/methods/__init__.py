@@ -69,7 +69,7 @@ SEARCH_METHODS.add("enas", SearchMethod(
     "enas", "Pham et al., ENAS (ICML 2018)", False, False,
     WireLayout((("ctrl:<name>", "the LSTM controller after its REINFORCE steps (and the reward baseline)"),
                 ("theta:<name>", "the shared weights after SGD on D^θ under sampled cells"),
-                ("alpha:<group>", ("the server's encoding of the controller's greedy cell, returned as "
+                ("alpha:<group>", ("the server's one-hot encoding of the controller's greedy cell, returned as "
                                   "received"))),
                "scalar rewards: each controller step's D^α batch enters only as the accuracy of one sampled cell, "
                "through the policy gradient into the controller's update",

@@ -1,16 +1,14 @@
 """A discrete architecture sampled from the search space (ENAS's and SMASH's child networks).
 
 A child names, for every α group and every node, two (input, operation) pairs, as a DARTS genotype does; it
-runs on the supernet's own operations (weight sharing), computing only the chosen ones, each at the weight it has in
-the supernet at uniform α (:func:`op_scale`). :func:`encode` writes a child as α logits whose softmax gives the
-chosen operation that weight and ``none`` the rest on a chosen edge, and ``none`` all of it on the others, so the
-supernet with that α computes the same function: that is how a child is checkpointed, served and attacked
+runs on the supernet's own operations (weight sharing), computing only the chosen ones. :func:`encode` writes a
+child as α logits whose softmax is exactly one-hot (a chosen operation on a chosen edge, ``none`` on the others),
+so the supernet with that α computes the same function: that is how a child is checkpointed, served and attacked
 like any other model of the project.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import cast
 
@@ -50,26 +48,18 @@ def uniform_child(spec: SupernetSpec, generator: torch.Generator) -> Child:
     return child
 
 
-def op_scale(spec: SupernetSpec) -> float:
-    """The weight of a chosen operation in a child: 1/|primitives|, its weight in the supernet at uniform α. A child
-    is the supernet's function at that scale (without it, stacked unnormalised convolutions blow the signal up)."""
-    return 1.0 / len(spec.primitives)
-
-
 def encode(child: Mapping[str, CellChoice], spec: SupernetSpec) -> dict[str, torch.Tensor]:
-    """α logits per group whose softmax is the child: on a chosen edge the chosen operation weighs
-    :func:`op_scale` and ``none`` the rest; on the other edges ``none`` weighs 1; every other entry is exactly 0."""
+    """α logits per group whose softmax is the child, exactly."""
     rows, cols = spec.alpha_shape()
     off = none_index(spec)
-    rest = math.log((1 - op_scale(spec)) / op_scale(spec))
     out = {}
     for group in spec.alpha_groups():
-        alpha = torch.full((rows, cols), OFF, dtype=torch.float64)   # float64: the scale to 1e-16
+        alpha = torch.full((rows, cols), OFF)
         alpha[:, off] = 0.0
         offset = 0
         for node, pairs in enumerate(child[group]):
             for src, op in pairs:
-                alpha[offset + src, off] = rest
+                alpha[offset + src, off] = OFF
                 alpha[offset + src, op] = 0.0
             offset += 2 + node
         out[group] = alpha
@@ -87,7 +77,6 @@ def genotype(child: Mapping[str, CellChoice], spec: SupernetSpec) -> Genotype:
 def child_forward(model: SuperNet, x: torch.Tensor, child: Mapping[str, CellChoice]) -> torch.Tensor:
     """Logits of the child on the supernet's shared weights: only the chosen operations run."""
     spec = model.spec
-    scale = op_scale(spec)
     s0 = s1 = model.stem((x - model.input_mean) / model.input_std)
     for i, module in enumerate(model.cells):
         cell = cast(SearchCell, module)
@@ -97,7 +86,7 @@ def child_forward(model: SuperNet, x: torch.Tensor, child: Mapping[str, CellChoi
         for node in range(cell.nodes):
             (src_a, op_a), (src_b, op_b) = choice[node]
             edge_a, edge_b = cast(MixedOp, cell.edges[offset + src_a]), cast(MixedOp, cell.edges[offset + src_b])
-            h = scale * (edge_a.ops[op_a](states[src_a]) + edge_b.ops[op_b](states[src_b]))
+            h = edge_a.ops[op_a](states[src_a]) + edge_b.ops[op_b](states[src_b])
             offset += len(states)
             states.append(h)
         s0, s1 = s1, torch.cat(states[2:], dim=1)
@@ -114,10 +103,8 @@ def decode(alphas: Mapping[str, torch.Tensor], spec: SupernetSpec) -> Child:
         nodes: list[tuple[tuple[int, int], tuple[int, int]]] = []
         offset = 0
         for node in range(spec.nodes):
-            real = on.clone()
-            real[:, off] = False
-            pairs = [(src, int(real[offset + src].nonzero()[0])) for src in range(2 + node)
-                     if int(real[offset + src].sum()) == 1]
+            pairs = [(src, int(on[offset + src].nonzero()[0])) for src in range(2 + node)
+                     if int(on[offset + src].sum()) == 1 and not bool(on[offset + src, off])]
             if len(pairs) != 2:
                 raise ValueError(f"α group {group!r}, node {node}: not a child's encoding (two chosen edges needed)")
             nodes.append((pairs[0], pairs[1]))

@@ -24,7 +24,7 @@ def keep_model(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, s
 
 
 def enas_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int) -> None:
-    """The model is the controller's greedy child on the shared weights (its encoding as α)."""
+    """The model is the controller's greedy child on the shared weights (its one-hot α)."""
     ctrl = controller(model, knobs)
     ctrl.load_state_dict(unprefix(extra, "ctrl:"))
     with torch.no_grad():

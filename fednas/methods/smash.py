@@ -4,7 +4,7 @@ generated weights and the best is kept.
 
 As in SMASH, the generated weights are the 1×1 convolutions of the operations (every pointwise convolution and
 the factorized reductions' 1×1 convolutions on every edge); the other weights (stem, pre-processing, depthwise
-kernels, classifier) are learned directly. The hypernetwork reads the architecture's 0/1 encoding (one row per
+kernels, classifier) are learned directly. The hypernetwork reads the architecture's one-hot encoding (one row per
 edge, one column per operation, every α group), maps it to a code of ``smash-hidden`` numbers with a two-layer
 perceptron, and a linear head per generated tensor turns the code into that tensor: W = A·z + b.
 """
