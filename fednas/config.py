@@ -111,9 +111,6 @@ class RunConfig(LocalSearchConfig, SearchSpaceKnobs, MethodKnobs):
                              "weights on the server)")
         return self
 
-    def knobs_of_method(self) -> MethodKnobs:
-        return MethodKnobs(**{k: getattr(self, k) for k in MethodKnobs.model_fields})
-
     def local_search(self) -> LocalSearchConfig:
         return LocalSearchConfig(**{k: getattr(self, k) for k in LocalSearchConfig.model_fields})
 

@@ -129,6 +129,20 @@ class LocalSearchResult:
     theta_batches: list[tuple[int, ...]] = field(default_factory=list)
     seconds: float = 0.0
 
+    def book(self, kind: str, loss: float, correct: int, seen: int, ids: tuple[int, ...]) -> int:
+        """Count one ``"alpha"`` or ``"theta"`` step; returns its index among the steps of its kind."""
+        if kind == "alpha":
+            self.alpha_steps += 1
+            self.alpha_loss, self.alpha_correct, self.alpha_seen = (
+                self.alpha_loss + loss, self.alpha_correct + correct, self.alpha_seen + seen)
+            self.alpha_batches.append(ids)
+            return self.alpha_steps - 1
+        self.theta_steps += 1
+        self.theta_loss, self.theta_correct, self.theta_seen = (
+            self.theta_loss + loss, self.theta_correct + correct, self.theta_seen + seen)
+        self.theta_batches.append(ids)
+        return self.theta_steps - 1
+
     def metrics(self) -> dict[str, float]:
         return {
             "theta-loss": self.theta_loss / max(self.theta_steps, 1),
@@ -142,6 +156,11 @@ class LocalSearchResult:
 
 
 StepCallback = Callable[[StepEvent], None]
+
+
+def batch_ids(data: ImageSet, positions: torch.Tensor) -> tuple[int, ...]:
+    """The dataset-level sample ids of a batch (what the evaluation-only log records)."""
+    return tuple(int(i) for i in data.ids[positions.numpy()])
 # a replacement for the α step (defenses): (model, α optimizer, x, y) -> (loss, correct)
 AlphaStepFn = Callable[[SuperNet, torch.optim.Optimizer, torch.Tensor, torch.Tensor], tuple[float, int]]
 
@@ -190,21 +209,11 @@ def local_search(model: SuperNet, theta_data: ImageSet, alpha_data: ImageSet, cf
             else:
                 with frozen_weights(net):
                     loss, correct = _step(net, alpha_params, alpha_opt, x, y, 0.0)
-            result.alpha_steps += 1
-            result.alpha_loss += loss
-            result.alpha_correct += correct
-            result.alpha_seen += len(y)
-            index = result.alpha_steps - 1
-            result.alpha_batches.append(tuple(int(i) for i in data.ids[positions.numpy()]))
         else:
             loss, correct = _step(net, theta_params, theta_opt, x, y, cfg.grad_clip)
-            result.theta_steps += 1
-            result.theta_loss += loss
-            result.theta_correct += correct
-            result.theta_seen += len(y)
-            index = result.theta_steps - 1
-            result.theta_batches.append(tuple(int(i) for i in data.ids[positions.numpy()]))
-        event = StepEvent(kind, index, loss, correct, tuple(int(i) for i in data.ids[positions.numpy()]))
+        ids = batch_ids(data, positions)
+        index = result.book(kind, loss, correct, len(y), ids)
+        event = StepEvent(kind, index, loss, correct, ids)
         for callback in callbacks:
             callback(event)
     result.seconds = time.perf_counter() - start

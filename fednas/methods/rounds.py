@@ -18,6 +18,7 @@ from fednas.search import (
     AlphaStepFn,
     LocalSearchConfig,
     LocalSearchResult,
+    batch_ids,
     local_search,
     resolve_steps,
     search_schedule,
@@ -94,10 +95,6 @@ def _theta_step(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch
     opt.zero_grad(set_to_none=True)
 
 
-def _ids(data: ImageSet, positions: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(i) for i in data.ids[positions.numpy()])
-
-
 def enas_round(inp: RoundInputs) -> RoundOutputs:
     """θ: SGD on D^θ, each step under a child the controller samples. Controller: per D^α batch, sample a child,
     reward = its accuracy on the batch, baseline ← moving average, one Adam step on the REINFORCE loss."""
@@ -125,8 +122,8 @@ def enas_round(inp: RoundInputs) -> RoundOutputs:
             logits = child_forward(model, x, child)
             loss = F.cross_entropy(logits, y)
             _theta_step(loss, theta_params, theta_opt, search.grad_clip)
-            _book(result, "theta", float(loss.detach()), int((logits.detach().argmax(1) == y).sum()), len(y),
-                  _ids(data, positions))
+            result.book("theta", float(loss.detach()), int((logits.detach().argmax(1) == y).sum()), len(y),
+                        batch_ids(data, positions))
             continue
         sample = ctrl.sample(gen)
         model.eval()
@@ -139,23 +136,10 @@ def enas_round(inp: RoundInputs) -> RoundOutputs:
         loss.backward()
         ctrl_opt.step()
         rewards.append(reward)
-        _book(result, "alpha", float(loss.detach()), correct, len(y), _ids(data, positions))
+        result.book("alpha", float(loss.detach()), correct, len(y), batch_ids(data, positions))
     extra = {f"ctrl:{k}": v.detach().clone() for k, v in ctrl.state_dict().items()}
     metrics = {"enas-reward": sum(rewards) / max(len(rewards), 1), "enas-baseline": float(ctrl.baseline)}
     return RoundOutputs(result, extra, metrics)
-
-
-def _book(result: LocalSearchResult, kind: str, loss: float, correct: int, seen: int, ids: tuple[int, ...]) -> None:
-    if kind == "theta":
-        result.theta_steps += 1
-        result.theta_loss, result.theta_correct, result.theta_seen = (
-            result.theta_loss + loss, result.theta_correct + correct, result.theta_seen + seen)
-        result.theta_batches.append(ids)
-    else:
-        result.alpha_steps += 1
-        result.alpha_loss, result.alpha_correct, result.alpha_seen = (
-            result.alpha_loss + loss, result.alpha_correct + correct, result.alpha_seen + seen)
-        result.alpha_batches.append(ids)
 
 
 def candidates(seed: int, server_round: int, model: SuperNet, k: int) -> list[Child]:
@@ -189,15 +173,13 @@ def smash_round(inp: RoundInputs) -> RoundOutputs:
         x, y = inp.theta_set.batch(positions, "cpu")
         loss, correct = loss_on(model, hyper, x, y, uniform_child(model.spec, gen))
         _theta_step(loss, params, opt, search.grad_clip)
-        _book(result, "theta", float(loss.detach()), correct, len(y), _ids(inp.theta_set, positions))
+        result.book("theta", float(loss.detach()), correct, len(y), batch_ids(inp.theta_set, positions))
     cap = inp.knobs.smash_rank_samples
     order = torch.randperm(len(inp.alpha_set), generator=gen)
     chosen = order[:cap] if cap else order
     ranked = ImageSet(inp.alpha_set.images[chosen], inp.alpha_set.labels[chosen], inp.alpha_set.ids[chosen.numpy()])
     scores = rank(model, hyper, candidates(inp.seed, inp.server_round, model, inp.knobs.smash_candidates), ranked)
-    result.alpha_steps, result.alpha_seen = 1, len(ranked)
-    result.alpha_correct = round(float(scores.max()) * len(ranked))
-    result.alpha_batches.append(tuple(int(i) for i in ranked.ids))
+    result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
     extra = {f"hyper:{k}": v.detach().clone() for k, v in hyper.state_dict().items()}
     extra["rank:scores"] = scores
     return RoundOutputs(result, extra, {"smash-best-score": float(scores.max())})
