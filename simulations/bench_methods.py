@@ -9,6 +9,7 @@ Wilson interval, the gap to DARTS in points, wall seconds and the genotype. Prin
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +62,10 @@ def compare(overrides: dict[str, Any], methods: Sequence[str], clients: int, out
     for figures in by_method.values():
         if reference is not None:
             figures["points_below_darts"] = round(100 * (reference - figures["test_accuracy"]), 2)
+            p, n = figures["test_accuracy"], figures["n_test"]
+            half = 1.96 * math.sqrt(reference * (1 - reference) / n + p * (1 - p) / n)   # two proportions, normal
+            figures["points_below_darts_ci95"] = [round(figures["points_below_darts"] - 100 * half, 2),
+                                                  round(figures["points_below_darts"] + 100 * half, 2)]
             figures["within_goal"] = figures["points_below_darts"] <= GOAL_POINTS
     return {"budget": {**BUDGET, **overrides}, "clients": clients, "seed": cfg.seed, "goal_points": GOAL_POINTS,
             "load_average": list(os.getloadavg()), "methods": by_method, **provenance()}

@@ -41,4 +41,5 @@ def score_reader(reader: RewardReader, correct: torch.Tensor, labels: torch.Tens
     return {"batches": n, "l1_reader": mean_ci(read), "l1_prior": mean_ci(prior),
             "l1_reduction": reduction, "l1_reduction_ci95": interval,
             "majority_class_hit": hits / max(n, 1), "majority_class_hit_ci95": list(wilson(hits, n)),
-            "majority_class_hit_prior": prior_hits / max(n, 1), "few": hits < 10}
+            "majority_class_hit_prior": prior_hits / max(n, 1),
+            "majority_class_hit_prior_ci95": list(wilson(prior_hits, n)), "few": min(hits, prior_hits) < 10}
