@@ -135,7 +135,8 @@ class ServerRun:
         merged = {**export_state(self.model, weights=True), **core}
         import_state(self.model, merged)
         self.extra = {**self.extra, **own}
-        self.method.adopt(self.model, self.extra, self.cfg, self.cfg.seed, server_round)
+        self.method.adopt(self.model, self.extra, self.cfg, self.cfg.seed, server_round,
+                          self.cfg.num_server_rounds)
         test = evaluate(self.model, self.test) if theta else {"loss": None, "accuracy": None}
         tick = time.perf_counter()
         record = {"round": server_round, "time": now(), "seconds": tick - self.last_tick,

@@ -42,7 +42,7 @@ class SearchMethod:
     client_round: Callable[[rounds.RoundInputs], rounds.RoundOutputs]
     initial_extra: Callable[[SuperNet, MethodKnobs, int], rounds.Tensors]
     round_spec: Callable[[SupernetSpec, MethodKnobs, int, int], SupernetSpec]
-    adopt: Callable[[SuperNet, rounds.Tensors, MethodKnobs, int, int], None]
+    adopt: Callable[[SuperNet, rounds.Tensors, MethodKnobs, int, int, int], None]
     transition: Callable[..., SuperNet | None]
     genotype: Callable[[SuperNet, MethodKnobs], Genotype]
 

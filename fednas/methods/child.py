@@ -1,10 +1,12 @@
 """A discrete architecture sampled from the search space (ENAS's and SMASH's child networks).
 
 A child names, for every α group and every node, two (input, operation) pairs, as a DARTS genotype does; it
-runs on the supernet's own operations (weight sharing), computing only the chosen ones. :func:`encode` writes a
-child as α logits whose softmax is exactly one-hot (a chosen operation on a chosen edge, ``none`` on the others),
-so the supernet with that α computes the same function: that is how a child is checkpointed, served and attacked
-like any other model of the project.
+runs on the supernet's own operations (weight sharing), computing only the chosen ones. A node is the mean of its
+two inputs: without BatchNorm a sum doubles the activations' variance at every node, and children sampled anew at
+each step (ENAS's early controller, SMASH throughout) then diverge at the learning rate DARTS trains at.
+:func:`encode` writes a child as α logits whose softmax is exactly ½ on the chosen operation and ½ on ``none`` on a
+chosen edge, and exactly 1 on ``none`` elsewhere, so the supernet with that α computes the same function: that is
+how a child is checkpointed, served and attacked like any other model of the project.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def uniform_child(spec: SupernetSpec, generator: torch.Generator) -> Child:
 
 
 def encode(child: Mapping[str, CellChoice], spec: SupernetSpec) -> dict[str, torch.Tensor]:
-    """α logits per group whose softmax is the child, exactly."""
+    """α logits per group whose softmax is the child, exactly (½ chosen operation + ½ ``none``: the mean)."""
     rows, cols = spec.alpha_shape()
     off = none_index(spec)
     out = {}
@@ -59,7 +61,6 @@ def encode(child: Mapping[str, CellChoice], spec: SupernetSpec) -> dict[str, tor
         offset = 0
         for node, pairs in enumerate(child[group]):
             for src, op in pairs:
-                alpha[offset + src, off] = OFF
                 alpha[offset + src, op] = 0.0
             offset += 2 + node
         out[group] = alpha
@@ -86,7 +87,7 @@ def child_forward(model: SuperNet, x: torch.Tensor, child: Mapping[str, CellChoi
         for node in range(cell.nodes):
             (src_a, op_a), (src_b, op_b) = choice[node]
             edge_a, edge_b = cast(MixedOp, cell.edges[offset + src_a]), cast(MixedOp, cell.edges[offset + src_b])
-            h = edge_a.ops[op_a](states[src_a]) + edge_b.ops[op_b](states[src_b])
+            h = 0.5 * (edge_a.ops[op_a](states[src_a]) + edge_b.ops[op_b](states[src_b]))
             offset += len(states)
             states.append(h)
         s0, s1 = s1, torch.cat(states[2:], dim=1)
@@ -100,11 +101,12 @@ def decode(alphas: Mapping[str, torch.Tensor], spec: SupernetSpec) -> Child:
     child: Child = {}
     for group in spec.alpha_groups():
         on = alphas[group] > OFF / 2
+        on[:, off] = False
         nodes: list[tuple[tuple[int, int], tuple[int, int]]] = []
         offset = 0
         for node in range(spec.nodes):
             pairs = [(src, int(on[offset + src].nonzero()[0])) for src in range(2 + node)
-                     if int(on[offset + src].sum()) == 1 and not bool(on[offset + src, off])]
+                     if int(on[offset + src].sum()) == 1]
             if len(pairs) != 2:
                 raise ValueError(f"α group {group!r}, node {node}: not a child's encoding (two chosen edges needed)")
             nodes.append((pairs[0], pairs[1]))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fednas.batches import BatchSampler, ImageSet
-from fednas.methods.child import Child, child_forward, uniform_child
+from fednas.methods.child import Child, child_forward, decode, uniform_child
 from fednas.methods.enas import Controller, reinforce_loss
 from fednas.methods.knobs import MethodKnobs
 from fednas.methods.pdarts import mark_pruned, set_skip_dropout, skip_rate, stage_of
@@ -95,9 +95,35 @@ def _theta_step(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch
     opt.zero_grad(set_to_none=True)
 
 
+def child_round(inp: RoundInputs) -> RoundOutputs:
+    """ENAS's and SMASH's final rounds: SGD on D^θ of the adopted child (the broadcast α's encoding) alone, with
+    its own weights; D^α is not read, and the method's tensors go back as received."""
+    model, search, gen = inp.model, inp.search, inp.generator
+    child = decode({g: a.detach() for g, a in model.alphas.items()}, model.spec)
+    n_theta = resolve_steps(search.theta_steps, search.theta_epochs, len(inp.theta_set), search.theta_batch_size)
+    params = model.weight_parameters()
+    opt = _sgd(params, search)
+    sampler = BatchSampler(len(inp.theta_set), search.theta_batch_size, gen) if n_theta else None
+    result = LocalSearchResult()
+    model.train()
+    for _ in range(n_theta):
+        assert sampler is not None
+        positions = next(sampler)
+        x, y = inp.theta_set.batch(positions, "cpu")
+        logits = child_forward(model, x, child)
+        loss = F.cross_entropy(logits, y)
+        _theta_step(loss, params, opt, search.grad_clip)
+        result.book("theta", float(loss.detach()), int((logits.detach().argmax(1) == y).sum()), len(y),
+                    batch_ids(inp.theta_set, positions))
+    return RoundOutputs(result, {k: v.detach().clone() for k, v in inp.extra.items()}, {"child-training": 1.0})
+
+
 def enas_round(inp: RoundInputs) -> RoundOutputs:
     """θ: SGD on D^θ, each step under a child the controller samples. Controller: per D^α batch, sample a child,
-    reward = its accuracy on the batch, baseline ← moving average, one Adam step on the REINFORCE loss."""
+    reward = its accuracy on the batch, baseline ← moving average, one Adam step on the REINFORCE loss. In the
+    final ``child-train-rounds``: :func:`child_round`."""
+    if inp.knobs.trains_child(inp.server_round, inp.num_rounds):
+        return child_round(inp)
     model, search, knobs, gen = inp.model, inp.search, inp.knobs, inp.generator
     ctrl = controller(model, knobs)
     ctrl.load_state_dict(unprefix(inp.extra, "ctrl:"))
@@ -157,7 +183,10 @@ def rank(model: SuperNet, hyper: HyperNet, children: list[Child], alpha_set: Ima
 
 def smash_round(inp: RoundInputs) -> RoundOutputs:
     """θ and the hypernetwork: SGD on D^θ, each step a uniformly random architecture with generated 1×1 weights.
-    Then the round's candidates are ranked on (a seeded sample of) D^α; the scores go back as ``rank:scores``."""
+    Then the round's candidates are ranked on (a seeded sample of) D^α; the scores go back as ``rank:scores``.
+    In the final ``child-train-rounds``: :func:`child_round` on the best candidate's materialised weights."""
+    if inp.knobs.trains_child(inp.server_round, inp.num_rounds):
+        return child_round(inp)
     model, search, gen = inp.model, inp.search, inp.generator
     hyper = hypernet(model, inp.knobs)
     hyper.load_state_dict(unprefix(inp.extra, "hyper:"))

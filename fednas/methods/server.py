@@ -19,12 +19,17 @@ from fednas.state import unprefix
 from fednas.supernet import SuperNet, build_supernet
 
 
-def keep_model(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int) -> None:
+def keep_model(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
+               num_rounds: int) -> None:
     """DARTS and PDARTS: the average is the model."""
 
 
-def enas_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int) -> None:
-    """The model is the controller's greedy child on the shared weights (its one-hot α)."""
+def enas_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
+               num_rounds: int) -> None:
+    """The model is the controller's greedy child on the shared weights (its encoded α); in the rounds that train
+    the child, the average is the model."""
+    if knobs.trains_child(server_round, num_rounds):
+        return
     ctrl = controller(model, knobs)
     ctrl.load_state_dict(unprefix(extra, "ctrl:"))
     with torch.no_grad():
@@ -33,8 +38,12 @@ def enas_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, s
             model.alphas[group].copy_(alpha)
 
 
-def smash_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int) -> None:
-    """The model is the round's best candidate by the clients' mean D^α accuracy, with generated weights."""
+def smash_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
+                num_rounds: int) -> None:
+    """The model is the round's best candidate by the clients' mean D^α accuracy, with generated weights; in the
+    rounds that train the child, the average is the model."""
+    if knobs.trains_child(server_round, num_rounds):
+        return
     hyper = hypernet(model, knobs)
     hyper.load_state_dict(unprefix(extra, "hyper:"))
     children = candidates(seed, server_round, model, knobs.smash_candidates)

@@ -7,14 +7,20 @@ from fednas.supernet import build_supernet
 
 
 @pytest.mark.parametrize("sharing", ["shared", "per-cell"])
-def test_a_child_is_the_supernet_under_its_one_hot_alpha(sharing):
+def test_a_child_is_the_supernet_under_its_encoded_alpha(sharing):
     spec = SupernetSpec(image_size=8, stem_stride=1, channels=4, cells=3, nodes=3, alpha_sharing=sharing)
     model = build_supernet(spec, (0.1,), (0.3,), torch.Generator().manual_seed(0)).double()
     child = uniform_child(spec, torch.Generator().manual_seed(1))
     alphas = {g: a.double() for g, a in encode(child, spec).items()}
+    none = spec.primitives.index("none")
     for a in alphas.values():
         weights = torch.softmax(a, dim=-1)
-        assert torch.equal(weights, weights.round()), "the encoding must be exactly one-hot"
+        chosen = weights[:, none] < 1
+        assert torch.equal(weights[~chosen, none], torch.ones(int((~chosen).sum()), dtype=weights.dtype))
+        assert torch.equal((weights[chosen] * 2).sort(dim=-1).values[:, -2:], torch.ones(int(chosen.sum()), 2,
+                                                                                          dtype=weights.dtype)), \
+            "a chosen edge is exactly one half on its operation and one half on none"
+        assert int(chosen.sum()) == 2 * spec.nodes
     x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(child_forward(model, x, child), model(x, alphas), rtol=1e-10, atol=1e-10)
     with torch.no_grad():

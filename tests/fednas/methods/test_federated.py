@@ -2,6 +2,7 @@
 the same seed giving the same genotype and the same checkpoint."""
 
 import pytest
+import torch
 
 from fednas.storage import load_tensors, read_jsonl
 from tests.fednas.methods.federate import federate, tiny_method
@@ -39,3 +40,31 @@ def test_a_resumed_run_reaches_the_same_model(method, data_root, tmp_path):
     a, _ = load_tensors(straight.dir / "checkpoints" / "round-0002.safetensors")
     b, _ = load_tensors(resumed.dir / "checkpoints" / "round-0002.safetensors")
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+@pytest.mark.parametrize("method", ["enas", "smash"])
+def test_the_last_rounds_train_the_adopted_child_alone(method, data_root, tmp_path):
+    """child-train-rounds = 1 of 3: round 3 trains the child round 2 adopted, reads no D^α, and leaves the method's
+    own tensors and the architecture as they were."""
+    overrides = tiny_method(method, "digits", data_root, tmp_path, **{"num-server-rounds": 3,
+                                                                       "child-train-rounds": 1})
+    run, _ = federate(overrides)
+    rounds = read_jsonl(run.dir / "rounds.jsonl")
+    assert [r["client_metrics"].get("child-training", 0.0) for r in rounds] == [0.0, 0.0, 1.0]
+    assert rounds[2]["genotype"] == rounds[1]["genotype"], "the child trains; the architecture stays"
+    second, _ = load_tensors(run.dir / "checkpoints" / "round-0002.safetensors")
+    third, _ = load_tensors(run.dir / "checkpoints" / "round-0003.safetensors")
+    own = [k for k in second if k.startswith(("ctrl:", "hyper:", "rank:"))]
+    assert own and all(torch.equal(second[k], third[k]) for k in own)
+    assert all(torch.equal(second[k], third[k]) for k in second if k.startswith("alpha:"))
+    assert any(not torch.equal(second[k], third[k]) for k in second if k.startswith("theta:"))
+    assert rounds[2]["client_metrics"]["alpha-steps"] == 0 and rounds[2]["client_metrics"]["theta-steps"] > 0
+
+
+def test_child_training_leaves_one_search_round_at_least():
+    from fednas.methods.knobs import MethodKnobs
+
+    knobs = MethodKnobs(search_method="enas", child_train_rounds=5)
+    assert [knobs.trains_child(r, 3) for r in (1, 2, 3)] == [False, True, True]
+    assert not knobs.trains_child(1, 1)
+    assert not MethodKnobs(search_method="darts", child_train_rounds=5).trains_child(3, 3)
