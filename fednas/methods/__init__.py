@@ -45,6 +45,7 @@ class SearchMethod:
     adopt: Callable[[SuperNet, rounds.Tensors, MethodKnobs, int, int, int], None]
     transition: Callable[..., SuperNet | None]
     genotype: Callable[[SuperNet, MethodKnobs], Genotype]
+    version: int = 1                            # raised when what the method trains changes (cached targets key on it)
 
 
 def _none(model: SuperNet, knobs: MethodKnobs, seed: int) -> rounds.Tensors:
@@ -79,7 +80,7 @@ SEARCH_METHODS.add("enas", SearchMethod(
                 THETA_ATTACKS: "ENAS's shared weights train under cells the controller samples on the client, "
                                "which never cross the wire; inverting Δθ under unknown cells is not implemented"}),
     rounds.enas_round, rounds.enas_extra, server.same_spec, server.enas_adopt, server.no_transition,
-    server.softmax_genotype))
+    server.softmax_genotype, version=2))   # 2: nodes are means; child-train-rounds
 SEARCH_METHODS.add("smash", SearchMethod(
     "smash", "Brock et al., SMASH (ICLR 2018)", False, False,
     WireLayout((("hyper:<name>", "the hypernetwork after SGD on D^θ over random architectures"),
@@ -92,7 +93,7 @@ SEARCH_METHODS.add("smash", SearchMethod(
                 THETA_ATTACKS: "SMASH's 1×1 weights are generated per sampled architecture by the hypernetwork; "
                                "inverting a hypernetwork update is not implemented"}),
     rounds.smash_round, rounds.smash_extra, server.same_spec, server.smash_adopt, server.no_transition,
-    server.softmax_genotype))
+    server.softmax_genotype, version=2))   # 2: nodes are means; child-train-rounds
 assert SEARCH_METHODS.names() == METHOD_NAMES
 
 __all__ = ["ALPHA_ATTACKS", "SEARCH_METHODS", "THETA_ATTACKS", "MethodKnobs", "SearchMethod", "WireLayout"]

@@ -1,7 +1,8 @@
 """The run-config keys of the search methods (``search-method`` and each method's own settings).
 
 Each method's keys carry its name as a prefix (``pdarts-*``, ``enas-*``, ``smash-*``; ``child-train-rounds`` is
-ENAS's and SMASH's); a method ignores the others' keys. Lists are written as comma-separated strings, since a Flower run-config value is a scalar.
+ENAS's and SMASH's); a method ignores the others' keys. Lists are written as comma-separated strings, since a
+Flower run-config value is a scalar.
 """
 
 from __future__ import annotations

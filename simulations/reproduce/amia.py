@@ -142,6 +142,8 @@ def target_key(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) ->
         key = field.alias or name.replace("_", "-")
         if config.get(key) == field.default:
             config.pop(key)
+    if "search-method" in config:   # not DARTS: the method's implementation version too
+        config["method-version"] = SEARCH_METHODS.get(str(config["search-method"])).version
     return images_hash(torch.zeros(1), sorted(config.items()), settings.clients, TARGET_VERSION)
 
 
