@@ -34,7 +34,7 @@ from attacker.scoring.metrics import chance
 from attacker.scoring.scorer import Scorer, summarise_attack
 from attacker.wire.capture import CaptureRecord, CaptureStore, wire_view
 from fednas.data import load_dataset
-from fednas.methods import SEARCH_METHODS
+from fednas.methods import SEARCH_METHODS, SearchMethod
 from fednas.run_folder import RunFolder
 from fednas.storage import append_record, read_jsonl
 
@@ -196,7 +196,8 @@ class Interceptor:
              callbacks: Sequence[Callable[[Progress], None]]) -> int:
         """One attack on one batch of captures; failures are recorded per capture, never raised."""
         try:
-            self.applies(name)
+            for round_ in sorted({by_id[t.capture_id].server_round for t in chunk}):
+                self.applies(name, round_)
             recons = self.attacker.attack(chunk, name, callbacks)
         except NotApplicable as exc:
             self.stats["not_applicable"] += len(chunk)
@@ -215,23 +216,34 @@ class Interceptor:
         self.refresh()
         return len(recons)
 
-    def applies(self, name: str) -> None:
-        """Raises NotApplicable when the run's search method puts nothing this attack inverts on the wire."""
+    def applies(self, name: str, server_round: int) -> None:
+        """Raises NotApplicable when the run's search method puts nothing this attack inverts on the wire in
+        that round."""
         method = SEARCH_METHODS.get(self.cfg.search_method)
+        child = self.cfg.trains_child(server_round, self.cfg.num_server_rounds)
         for family in ATTACKS.get(name).reads:
-            reason = method.wire.reason(family)
+            reason = method.wire.reason(family, child)
             if reason:
                 raise NotApplicable(f"search-method {method.name}: {reason}")
 
     def method_report(self) -> dict[str, Any]:
         """What the run's search method sends, how D^α reaches the wire, and which attacks apply (or why not)."""
         method = SEARCH_METHODS.get(self.cfg.search_method)
+        rounds = self.cfg.num_server_rounds
+        child = [r for r in range(1, rounds + 1) if self.cfg.trains_child(r, rounds)]
+        report = {"name": method.name, "paper": method.paper, "sends": [list(s) for s in method.wire.sends],
+                  "d_alpha": method.wire.d_alpha, "attacks": self._why(method, False)}
+        if child:
+            report.update(child_rounds=child, attacks_in_child_rounds=self._why(method, True))
+        return report
+
+    @staticmethod
+    def _why(method: SearchMethod, child_training: bool) -> dict[str, str]:
         why = {}
         for name in ATTACKS.names():
-            reasons = [r for f in ATTACKS.get(name).reads if (r := method.wire.reason(f))]
+            reasons = [r for f in ATTACKS.get(name).reads if (r := method.wire.reason(f, child_training))]
             why[name] = reasons[0] if reasons else "applies"
-        return {"name": method.name, "paper": method.paper, "sends": [list(s) for s in method.wire.sends],
-                "d_alpha": method.wire.d_alpha, "attacks": why}
+        return why
 
     def _record(self, record: CaptureRecord, recon: Reconstruction, name: str) -> None:
         scored = self.scorer.score(record, recon, name, ATTACKS.get(name).truth(self.settings))

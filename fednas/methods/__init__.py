@@ -8,7 +8,7 @@ and at the end, and what its messages carry (:class:`WireLayout`, which the eave
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fednas.methods import rounds, server
 from fednas.methods.knobs import METHOD_NAMES, MethodKnobs
@@ -22,13 +22,16 @@ ALPHA_ATTACKS, THETA_ATTACKS = "alpha", "theta"
 @dataclass(frozen=True)
 class WireLayout:
     """What one client's reply carries, how D^α reaches it, and which attack families apply (``None``) or why
-    not (the reason)."""
+    not (the reason); ``child_attacks`` overrides ``attacks`` in the rounds that train the adopted cell alone."""
 
     sends: tuple[tuple[str, str], ...]
     d_alpha: str
     attacks: Mapping[str, str | None]
+    child_attacks: Mapping[str, str | None] = field(default_factory=dict)
 
-    def reason(self, family: str) -> str | None:
+    def reason(self, family: str, child_training: bool = False) -> str | None:
+        if child_training and family in self.child_attacks:
+            return self.child_attacks[family]
         return self.attacks.get(family)
 
 
@@ -78,7 +81,9 @@ SEARCH_METHODS.add("enas", SearchMethod(
                                "returned unchanged (D^α reaches the wire only as rewards inside the controller's "
                                "update)",
                 THETA_ATTACKS: "ENAS's shared weights train under cells the controller samples on the client, "
-                               "which never cross the wire; inverting Δθ under unknown cells is not implemented"}),
+                               "which never cross the wire; inverting Δθ under unknown cells is not implemented "
+                               "(it applies in the last child-train-rounds)"},
+               {THETA_ATTACKS: None}),   # the adopted cell, whose encoding is the α on the wire, trains alone
     rounds.enas_round, rounds.enas_extra, server.same_spec, server.enas_adopt, server.no_transition,
     server.softmax_genotype, version=2))   # 2: nodes are means; child-train-rounds
 SEARCH_METHODS.add("smash", SearchMethod(
@@ -91,7 +96,9 @@ SEARCH_METHODS.add("smash", SearchMethod(
                "correctly (rank:scores)",
                {ALPHA_ATTACKS: "SMASH clients take no α step: D^α only ranks the candidates (rank:scores)",
                 THETA_ATTACKS: "SMASH's 1×1 weights are generated per sampled architecture by the hypernetwork; "
-                               "inverting a hypernetwork update is not implemented"}),
+                               "inverting a hypernetwork update is not implemented (it applies in the last "
+                               "child-train-rounds)"},
+               {THETA_ATTACKS: None}),   # the adopted cell's own weights train alone under the α on the wire
     rounds.smash_round, rounds.smash_extra, server.same_spec, server.smash_adopt, server.no_transition,
     server.softmax_genotype, version=2))   # 2: nodes are means; child-train-rounds
 assert SEARCH_METHODS.names() == METHOD_NAMES
@@ -107,5 +114,7 @@ def wire_table() -> str:
         m = SEARCH_METHODS.get(name)
         sends = "<br>".join(f"`{prefix}`: {what}" for prefix, what in m.wire.sends)
         refused = "<br>".join(f"{family}: {why}" for family, why in m.wire.attacks.items() if why) or "none"
+        refused += "".join(f"<br>in the last `child-train-rounds`: {family} {why or 'applies'}"
+                           for family, why in m.wire.child_attacks.items())
         lines.append(f"| `{name}` ({m.paper}) | {sends} | {m.wire.d_alpha} | {refused} |")
     return "\n".join(lines) + "\n"

@@ -39,12 +39,20 @@ def test_pdarts_alpha_and_theta_are_attacked_in_every_stage(data_root, tmp_path)
 ])
 def test_methods_without_an_alpha_step_say_why_each_attack_does_not_apply(method, adra_why, theta_why, data_root,
                                                                          tmp_path):
+    """Round 1 searches (nothing of the update is inverted); round 2 trains the adopted cell alone
+    (child-train-rounds = 1), whose encoding is the α on the wire: Δθ inversion applies there, ADRA still not."""
     run, summary = run_method(method, data_root, tmp_path)
     report = summary["search_method"]
     assert report["name"] == method and report["d_alpha"]
     assert adra_why in report["attacks"]["adra"] and theta_why in report["attacks"]["theta"]
-    for attack, why in (("adra", adra_why), ("theta", theta_why)):
-        figures = summary["by_attack"][attack]
-        assert figures["not_applicable"] == summary["wire"]["with_update"] == 4 and why in figures["why_not"]
+    assert report["child_rounds"] == [2] and report["attacks_in_child_rounds"]["theta"] == "applies"
+    assert adra_why in report["attacks_in_child_rounds"]["adra"]
+    assert summary["wire"]["with_update"] == 4
+    adra, theta = summary["by_attack"]["adra"], summary["by_attack"]["theta"]
+    assert adra["not_applicable"] == 4 and adra_why in adra["why_not"]
+    assert theta["not_applicable"] == 2 and theta_why in theta["why_not"]
+    lines = read_jsonl(RunFolder(run).reconstructions("wire") / "metrics.jsonl")
+    inverted = [r for r in lines if r["attack"] == "theta" and not r.get("error")]
+    assert sorted(r["server_round"] for r in inverted) == [2, 2], "Δθ of the child-training round is inverted"
     rounds = read_jsonl(run / "rounds.jsonl")
     assert len(rounds) == 2 and rounds[-1]["genotype"]["normal"]["edges"]
