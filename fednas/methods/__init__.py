@@ -82,10 +82,10 @@ SEARCH_METHODS.add("enas", SearchMethod(
                                "update)",
                 THETA_ATTACKS: "ENAS's shared weights train under cells the controller samples on the client, "
                                "which never cross the wire; inverting Δθ under unknown cells is not implemented "
-                               "(it applies in the last child-train-rounds)"},
+                               "(it applies in the child-training rounds, child-train-share)"},
                {THETA_ATTACKS: None}),   # the adopted cell, whose encoding is the α on the wire, trains alone
     rounds.enas_round, rounds.enas_extra, server.same_spec, server.enas_adopt, server.no_transition,
-    server.softmax_genotype, version=2))   # 2: nodes are means; child-train-rounds
+    server.softmax_genotype, version=2))   # 2: nodes are means; child-train-share
 SEARCH_METHODS.add("smash", SearchMethod(
     "smash", "Brock et al., SMASH (ICLR 2018)", False, False,
     WireLayout((("hyper:<name>", "the hypernetwork after SGD on D^θ over random architectures"),
@@ -96,11 +96,11 @@ SEARCH_METHODS.add("smash", SearchMethod(
                "correctly (rank:scores)",
                {ALPHA_ATTACKS: "SMASH clients take no α step: D^α only ranks the candidates (rank:scores)",
                 THETA_ATTACKS: "SMASH's 1×1 weights are generated per sampled architecture by the hypernetwork; "
-                               "inverting a hypernetwork update is not implemented (it applies in the last "
-                               "child-train-rounds)"},
+                               "inverting a hypernetwork update is not implemented (it applies in the "
+                               "child-training rounds, child-train-share)"},
                {THETA_ATTACKS: None}),   # the adopted cell's own weights train alone under the α on the wire
     rounds.smash_round, rounds.smash_extra, server.same_spec, server.smash_adopt, server.no_transition,
-    server.softmax_genotype, version=2))   # 2: nodes are means; child-train-rounds
+    server.softmax_genotype, version=2))   # 2: nodes are means; child-train-share
 assert SEARCH_METHODS.names() == METHOD_NAMES
 
 __all__ = ["ALPHA_ATTACKS", "SEARCH_METHODS", "THETA_ATTACKS", "MethodKnobs", "SearchMethod", "WireLayout"]
@@ -114,7 +114,7 @@ def wire_table() -> str:
         m = SEARCH_METHODS.get(name)
         sends = "<br>".join(f"`{prefix}`: {what}" for prefix, what in m.wire.sends)
         refused = "<br>".join(f"{family}: {why}" for family, why in m.wire.attacks.items() if why) or "none"
-        refused += "".join(f"<br>in the last `child-train-rounds`: {family} {why or 'applies'}"
+        refused += "".join(f"<br>in the child-training rounds (`child-train-share`): {family} {why or 'applies'}"
                            for family, why in m.wire.child_attacks.items())
         lines.append(f"| `{name}` ({m.paper}) | {sends} | {m.wire.d_alpha} | {refused} |")
     return "\n".join(lines) + "\n"

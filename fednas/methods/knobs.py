@@ -1,11 +1,13 @@
 """The run-config keys of the search methods (``search-method`` and each method's own settings).
 
-Each method's keys carry its name as a prefix (``pdarts-*``, ``enas-*``, ``smash-*``; ``child-train-rounds`` is
+Each method's keys carry its name as a prefix (``pdarts-*``, ``enas-*``, ``smash-*``; ``child-train-share`` is
 ENAS's and SMASH's); a method ignores the others' keys. Lists are written as comma-separated strings, since a
 Flower run-config value is a scalar.
 """
 
 from __future__ import annotations
+
+import math
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -47,9 +49,10 @@ class MethodKnobs(BaseModel):
                                                                 "round (the best is the round's model)")
     smash_rank_samples: int = Field(500, ge=0, le=10_000_000, description="SMASH: D^α images each client ranks "
                                                                            "the candidates on (0: all of D^α)")
-    child_train_rounds: int = Field(1, ge=0, le=10_000, description="ENAS and SMASH: the last rounds train the "
-                                    "adopted child alone on D^θ (both papers train their final architecture; here "
-                                    "it keeps the shared or generated weights); at most num-server-rounds - 1")
+    child_train_share: float = Field(0.5, ge=0, lt=1, description="ENAS and SMASH: the share of the rounds, at the "
+                                     "end, that train the adopted child alone on D^θ (rounded up; at least one round "
+                                     "searches); both papers train their final architecture for longer than they "
+                                     "search; here it keeps the shared or generated weights")
 
     @field_validator("search_method")
     @classmethod
@@ -85,7 +88,7 @@ class MethodKnobs(BaseModel):
     def trains_child(self, server_round: int, num_rounds: int) -> bool:
         """True in the final rounds in which ENAS and SMASH train their adopted child alone (at least one round
         searches)."""
-        last = min(self.child_train_rounds, max(num_rounds - 1, 0))
+        last = min(math.ceil(self.child_train_share * num_rounds), max(num_rounds - 1, 0))
         return self.search_method in ("enas", "smash") and server_round > num_rounds - last
 
     def keep_schedule(self) -> tuple[int, ...]:

@@ -121,7 +121,7 @@ def child_round(inp: RoundInputs) -> RoundOutputs:
 def enas_round(inp: RoundInputs) -> RoundOutputs:
     """θ: SGD on D^θ, each step under a child the controller samples. Controller: per D^α batch, sample a child,
     reward = its accuracy on the batch, baseline ← moving average, one Adam step on the REINFORCE loss. In the
-    final ``child-train-rounds``: :func:`child_round`."""
+    child-training rounds (``child-train-share``): :func:`child_round`."""
     if inp.knobs.trains_child(inp.server_round, inp.num_rounds):
         return child_round(inp)
     model, search, knobs, gen = inp.model, inp.search, inp.knobs, inp.generator
@@ -184,7 +184,8 @@ def rank(model: SuperNet, hyper: HyperNet, children: list[Child], alpha_set: Ima
 def smash_round(inp: RoundInputs) -> RoundOutputs:
     """θ and the hypernetwork: SGD on D^θ, each step a uniformly random architecture with generated 1×1 weights.
     Then the round's candidates are ranked on (a seeded sample of) D^α; the scores go back as ``rank:scores``.
-    In the final ``child-train-rounds``: :func:`child_round` on the best candidate's materialised weights."""
+    In the child-training rounds (``child-train-share``): :func:`child_round` on the best candidate's
+    materialised weights."""
     if inp.knobs.trains_child(inp.server_round, inp.num_rounds):
         return child_round(inp)
     model, search, gen = inp.model, inp.search, inp.generator

@@ -40,7 +40,8 @@ def test_pdarts_alpha_and_theta_are_attacked_in_every_stage(data_root, tmp_path)
 def test_methods_without_an_alpha_step_say_why_each_attack_does_not_apply(method, adra_why, theta_why, data_root,
                                                                          tmp_path):
     """Round 1 searches (nothing of the update is inverted); round 2 trains the adopted cell alone
-    (child-train-rounds = 1), whose encoding is the α on the wire: Δθ inversion applies there, ADRA still not."""
+    (child-train-share = 0.5 of 2 rounds), whose encoding is the α on the wire: Δθ inversion applies there, ADRA
+    still not."""
     run, summary = run_method(method, data_root, tmp_path)
     report = summary["search_method"]
     assert report["name"] == method and report["d_alpha"]

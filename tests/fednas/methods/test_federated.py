@@ -44,10 +44,10 @@ def test_a_resumed_run_reaches_the_same_model(method, data_root, tmp_path):
 
 @pytest.mark.parametrize("method", ["enas", "smash"])
 def test_the_last_rounds_train_the_adopted_child_alone(method, data_root, tmp_path):
-    """child-train-rounds = 1 of 3: round 3 trains the child round 2 adopted, reads no D^α, and leaves the method's
-    own tensors and the architecture as they were."""
+    """child-train-share = 0.3 of 3 rounds: round 3 trains the child round 2 adopted, reads no D^α, and leaves the
+    method's own tensors and the architecture as they were."""
     overrides = tiny_method(method, "digits", data_root, tmp_path, **{"num-server-rounds": 3,
-                                                                       "child-train-rounds": 1})
+                                                                       "child-train-share": 0.3})
     run, _ = federate(overrides)
     rounds = read_jsonl(run.dir / "rounds.jsonl")
     assert [r["client_metrics"].get("child-training", 0.0) for r in rounds] == [0.0, 0.0, 1.0]
@@ -64,7 +64,10 @@ def test_the_last_rounds_train_the_adopted_child_alone(method, data_root, tmp_pa
 def test_child_training_leaves_one_search_round_at_least():
     from fednas.methods.knobs import MethodKnobs
 
-    knobs = MethodKnobs(search_method="enas", child_train_rounds=5)
+    knobs = MethodKnobs(search_method="enas", child_train_share=0.9)
     assert [knobs.trains_child(r, 3) for r in (1, 2, 3)] == [False, True, True]
     assert not knobs.trains_child(1, 1)
-    assert not MethodKnobs(search_method="darts", child_train_rounds=5).trains_child(3, 3)
+    half = MethodKnobs(search_method="smash")   # the default: half of the rounds, rounded up
+    assert [half.trains_child(r, 5) for r in range(1, 6)] == [False, False, True, True, True]
+    assert [half.trains_child(r, 2) for r in (1, 2)] == [False, True]
+    assert not MethodKnobs(search_method="darts", child_train_share=0.9).trains_child(3, 3)
