@@ -85,7 +85,7 @@ SEARCH_METHODS.add("enas", SearchMethod(
                                "(it applies in the child-training rounds, child-train-share)"},
                {THETA_ATTACKS: None}),   # the adopted cell, whose encoding is the α on the wire, trains alone
     rounds.enas_round, rounds.enas_extra, server.same_spec, server.enas_adopt, server.no_transition,
-    server.softmax_genotype, version=2))   # 2: nodes are means; child-train-share
+    server.softmax_genotype, version=3))   # 2: nodes are means; 3: child-train-share
 SEARCH_METHODS.add("smash", SearchMethod(
     "smash", "Brock et al., SMASH (ICLR 2018)", False, False,
     WireLayout((("hyper:<name>", "the hypernetwork after SGD on D^θ over random architectures"),
@@ -100,7 +100,7 @@ SEARCH_METHODS.add("smash", SearchMethod(
                                "child-training rounds, child-train-share)"},
                {THETA_ATTACKS: None}),   # the adopted cell's own weights train alone under the α on the wire
     rounds.smash_round, rounds.smash_extra, server.same_spec, server.smash_adopt, server.no_transition,
-    server.softmax_genotype, version=2))   # 2: nodes are means; child-train-share
+    server.softmax_genotype, version=3))   # 2: nodes are means; 3: child-train-share
 assert SEARCH_METHODS.names() == METHOD_NAMES
 
 __all__ = ["ALPHA_ATTACKS", "SEARCH_METHODS", "THETA_ATTACKS", "MethodKnobs", "SearchMethod", "WireLayout"]
