@@ -24,8 +24,8 @@ from attacker.cache import cache_dir, cache_lock
 from attacker.membership.amia import AmiaConfig
 from attacker.membership.evaluate import AmiaResult, evaluate_run
 from attacker.scoring.stats import wilson
-from fednas.config import parse_run_config
-from fednas.data import available_datasets, load_dataset, resolve_data_root
+from fednas.config import RunConfig, parse_run_config
+from fednas.data import available_datasets, load_dataset, resolve_data_root, resolve_dataset
 from fednas.federation import client_data, make_model
 from fednas.methods import SEARCH_METHODS
 from fednas.methods.knobs import MethodKnobs
@@ -88,31 +88,40 @@ def skip(cell: Cell, settings: AmiaSettings, data_root: str) -> str | None:
 
 
 def probe(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) -> float:
-    """Estimated seconds to train the target (two θ and two α steps timed on client 0's data, times the steps
-    of the whole federation; nothing when it is cached) plus the attacks' shadows or reference models."""
+    """Estimated seconds to train the target (nothing when it is cached) plus the attacks' shadows or reference
+    models."""
     cfg = parse_run_config(target_overrides(cell, settings, seed, data_root))
-    theta, alpha = client_data(cfg, cfg.dataset, resolve_data_root(data_root)[0], 0, settings.clients)
     model = make_model(cfg, load_dataset(cfg.dataset, data_root), torch.device("cpu"))
+    attacks = sum(attack_seconds(settings.amia, attack, model) for attack in settings.attacks)
     if _cached(target_key(cell, settings, seed, data_root)) is not None:
-        return sum(attack_seconds(settings, attack, model) for attack in settings.attacks)
+        return attacks
+    return federation_seconds(cfg, settings.clients, data_root) + attacks
+
+
+def federation_seconds(cfg: RunConfig, clients: int, data_root: str) -> float:
+    """A federation's local search: two θ and two α steps timed on client 0's data, times the steps of every
+    client and round (evaluation and messaging left out)."""
+    root = resolve_data_root(data_root)[0]
+    dataset = resolve_dataset(cfg.dataset, root)[0]
+    theta, alpha = client_data(cfg, dataset, root, 0, clients)
+    model = make_model(cfg, load_dataset(dataset, str(root)), torch.device("cpu"))
     quick = cfg.local_search().model_copy(update={"theta_steps": 2, "theta_epochs": 0, "alpha_steps": 2,
                                                   "alpha_epochs": 0})
     tick = time.perf_counter()
-    local_search(model, theta, alpha, quick, generator(seed, 0))
+    local_search(model, theta, alpha, quick, generator(cfg.seed, 0))
     per_step = (time.perf_counter() - tick) / 4
     search = cfg.local_search()
     theta_steps = search.theta_epochs * math.ceil(len(theta) / search.theta_batch_size) or search.theta_steps
     alpha_steps = search.alpha_epochs * math.ceil(len(alpha) / search.alpha_batch_size) or search.alpha_steps
-    train = per_step * (theta_steps + alpha_steps) * settings.clients * cfg.num_server_rounds
-    return train + sum(attack_seconds(settings, attack, model) for attack in settings.attacks)
+    return per_step * (theta_steps + alpha_steps) * clients * cfg.num_server_rounds
 
 
-def attack_seconds(settings: AmiaSettings, attack: str, target: SuperNet) -> float:
+def attack_seconds(amia: Mapping[str, Any], attack: str, target: SuperNet) -> float:
     """The attack's training cost: its shadows (ML-Leaks) or reference models (LiRA, RMIA), each a ResNet of the
     config's depth trained for its epochs, from three timed SGD steps; the queries are left out (small)."""
     from fednas.resnet import ResNet
 
-    cfg = AmiaConfig.model_validate({**settings.amia, "attack": attack})
+    cfg = AmiaConfig.model_validate({**amia, "attack": attack})
     spec = target.spec
     model = ResNet(cfg.resnet_depth, spec.in_channels, spec.num_classes, (0.5,) * spec.in_channels,
                    (0.5,) * spec.in_channels)

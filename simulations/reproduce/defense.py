@@ -62,6 +62,31 @@ def skip(cell: Cell) -> str | None:
     return None
 
 
+ADRA_SECONDS_PER_IMAGE = 2.0   # ADRA's fast path at its defaults on one core (`archleak bench adra`: 1.5-2.2 s)
+
+
+def probe(cell: Cell, settings: DefenseSettings, seed: int, data_root: str) -> dict[str, Any]:
+    """A rough estimate of one cell: the federation's local search (timed steps, as an AMIA target's), ADRA on every
+    captured α image, and AMIA's shadows. MD distils the undefended run's model: it is estimated as that run (it
+    reads that cell, which therefore runs first), TLS as the federation deployed."""
+    from app.config import parse_app
+    from fednas.data import load_dataset, resolve_data_root, resolve_dataset
+    from fednas.federation import make_model
+    from simulations.reproduce.amia import attack_seconds, federation_seconds
+
+    name = str(cell.knobs["defense"])
+    sizes = p_knobs(int(cell.knobs["p"])) if "p" in cell.knobs else {}
+    cfg = parse_app({**settings.run, **sizes, **CASES.get(name), "seed": seed, "data-root": data_root}).federation
+    train = federation_seconds(cfg, settings.clients, data_root)
+    search = cfg.local_search()
+    images = search.alpha_steps * search.alpha_batch_size * settings.clients * cfg.num_server_rounds
+    root = resolve_data_root(data_root)[0]
+    model = make_model(cfg, load_dataset(resolve_dataset(cfg.dataset, root)[0], str(root)), torch.device("cpu"))
+    amia = attack_seconds(settings.amia, "ml-leaks", model)
+    return {"estimated_s": train + images * ADRA_SECONDS_PER_IMAGE + amia, "bound": "rough",
+            "rank": 0 if name == "none" else 1}   # the undefended cell first: MD reads it, the deltas are against it
+
+
 def run_cell(cell: Cell, settings: DefenseSettings, seed: int, data_root: str, folder: Path, progress: Progress,
              log: Log) -> dict[str, Any]:
     from simulations.defend_eval import run_case

@@ -77,7 +77,7 @@ EXECUTORS.add("amia", Executor(
 EXECUTORS.add("defense", Executor(
     defense.DefenseSettings,
     lambda cell, s, ctx: defense.skip(cell),
-    lambda cell, s, ctx: {"estimated_s": 0.0, "bound": "none"},
+    lambda cell, s, ctx: defense.probe(cell, s, ctx.seed, ctx.data_root),
     lambda cell, s, ctx, progress: defense.run_cell(cell, s, ctx.seed, ctx.data_root, ctx.folder, progress,
                                                      ctx.log),
     defense.COLUMNS,

@@ -84,7 +84,7 @@ def probe_cells(scenario: Scenario, scale: str, settings: Any, ctx: Context, key
         entry: dict[str, Any] = {"reason": reason, "estimated_s": None, "bound": None}
         if reason is None and scenario.scales[scale].probe:   # type: ignore[index]
             probe = probe_apart(scenario.kind, cell, settings, ctx)
-            entry.update(estimated_s=float(probe["estimated_s"]), bound=probe["bound"])
+            entry.update(estimated_s=float(probe["estimated_s"]), bound=probe["bound"], rank=probe.get("rank", 0))
             log(f"archleak: {scenario.table} {cell.id}: estimated {entry['estimated_s']:.0f} s ({probe['bound']})")
         entries[cell.id] = entry
         atomic_write_json(plan_path, {"stamp": key, "cells": entries})
@@ -145,7 +145,7 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     known = previous.get("cells", {}) if previous.get("stamp") == key else {}
     entries = known if report_only else probe_cells(scenario, scale, settings, ctx, key, plan_path, known, log)
     cells = scenario.cells(scale)
-    order = sorted(cells, key=lambda c: entries.get(c.id, {}).get("estimated_s") or 0.0)   # stable at equal cost
+    order = sorted(cells, key=lambda c: _run_order(entries.get(c.id, {})))   # stable at equal cost
     computed, reused, records = [], [], {}
     finished: list[dict[str, Any]] = []
     for done, cell in enumerate(order):
@@ -173,6 +173,11 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     atomic_write_json(plan_path, plan)
     meta = write_outputs(scenario, scale, seed, settings, plan, ordered, rows, folder)
     return TableRun(table, folder, computed, reused, rows, meta)
+
+
+def _run_order(entry: dict[str, Any]) -> tuple[int, float]:
+    """Cells of a lower ``rank`` first (a cell that others read), then the cheapest."""
+    return int(entry.get("rank") or 0), float(entry.get("estimated_s") or 0.0)
 
 
 PENDING = "not run yet: the run stopped before this cell (continue with --resume)"

@@ -99,6 +99,14 @@ def test_a_search_method_the_project_lacks_is_not_implemented_never_a_number() -
     assert why is not None and why.startswith("not implemented") and "darts, pdarts, enas, smash" in why
 
 
+def test_a_cell_others_read_runs_first_whatever_its_cost() -> None:
+    from simulations.reproduce.runner import _run_order
+
+    entries = {"md": {"estimated_s": 5.0, "rank": 1}, "none": {"estimated_s": 9.0, "rank": 0},
+               "tls": {"estimated_s": 7.0, "rank": 1}, "old": {"estimated_s": 1.0}}   # no rank: 0
+    assert sorted(entries, key=lambda c: _run_order(entries[c])) == ["old", "none", "md", "tls"]
+
+
 def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pytest.MonkeyPatch,
                                                                tmp_path: Path) -> None:
     """Cheapest first; each estimate is corrected by how the finished cells' measured time compared with theirs."""
