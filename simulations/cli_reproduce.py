@@ -23,6 +23,9 @@ def reproduce(
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0: torch's default)")] = 0,
     report_only: Annotated[bool, typer.Option(help="run nothing: write the tables (and REPORT.md) from the cells "
                                                    "already finished in --out")] = False,
+    budget_s: Annotated[float, typer.Option(min=0, help="each table's wall-time budget in seconds instead of the "
+                                                        "scale's (0: the scale's), e.g. on a loaded machine; the "
+                                                        "table's JSON records the budget it ran under")] = 0.0,
 ) -> None:
     """Re-measure one of the paper's tables (or all, with REPORT.md) cell by cell, with intervals beside the
     paper's numbers; a stopped run continues with --resume from its last finished cell."""
@@ -53,7 +56,7 @@ def reproduce(
         try:
             result = reproduce_table(scenario.table, scale, seed, folder, resume=resume or report_only,
                                      data_root=root, progress=tick, log=lambda line: typer.echo(line, err=True),
-                                     report_only=report_only)
+                                     report_only=report_only, budget_s=budget_s or None)
         except ScenarioError as exc:
             raise typer.BadParameter(str(exc)) from None
         typer.echo(f"{scenario.table}: {len(result.computed)} cell(s) computed, {len(result.reused)} reused; "

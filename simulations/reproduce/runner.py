@@ -129,16 +129,18 @@ def admit(entry: dict[str, Any], finished: list[dict[str, Any]], budget: float) 
 
 
 def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: bool = False, data_root: str = "",
-                    progress: Progress = lambda *a: None, log: Log = print, report_only: bool = False) -> TableRun:
+                    progress: Progress = lambda *a: None, log: Log = print, report_only: bool = False,
+                    budget_s: float | None = None) -> TableRun:
     """Probe every cell, then run them cheapest first while each fits the budget left; outputs in the axes' order.
-    ``report_only``: no probe and no cell runs; the outputs are written from the cells already finished."""
+    ``report_only``: no probe and no cell runs; the outputs are written from the cells already finished.
+    ``budget_s``: the table's wall-time budget instead of the scale's."""
     scenario = load_scenario(table)
     if scale not in scenario.scales:
         raise ScenarioError(f"unknown scale {scale!r}; known: {', '.join(scenario.scales)}")
     settings = settings_for(scenario, scale)
     folder = Path(out) / table
     key = stamp(scenario, scale, seed)
-    budget = scenario.scales[scale].budget_s
+    budget = budget_s or scenario.scales[scale].budget_s
     ctx = Context(data_root=data_root, seed=seed, folder=folder, scale=scale, log=log, budget_s=budget)
     plan_path = folder / "plan.json"
     previous = json.loads(plan_path.read_text()) if resume and plan_path.exists() else {}

@@ -139,6 +139,9 @@ def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pyte
     (tmp_path / "table2" / "cells" / "batch-size=2_p=32.json").unlink()
     partial = reproduce_table("table2", "ci", 0, tmp_path, report_only=True, resume=True, log=lambda line: None)
     assert partial.computed == [] and "continue with --resume" in partial.rows[1]["note"]
+    wider = reproduce_table("table2", "ci", 0, tmp_path / "wide", log=lambda line: None, budget_s=10.0)
+    assert [r["status"] for r in wider.rows] == ["done", "done"]   # a budget given instead of the scale's
+    assert json.loads((tmp_path / "wide" / "table2" / "plan.json").read_text())["budget_s"] == 10.0
 
 
 def test_unknown_tables_and_scales_are_one_line_usage_errors(tmp_path: Path) -> None:
