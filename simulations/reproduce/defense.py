@@ -68,7 +68,8 @@ ADRA_SECONDS_PER_IMAGE = 2.0   # ADRA's fast path at its defaults on one core (`
 def probe(cell: Cell, settings: DefenseSettings, seed: int, data_root: str) -> dict[str, Any]:
     """A rough estimate of one cell: the federation's local search (timed steps, as an AMIA target's), ADRA on every
     captured α image, and AMIA's shadows. MD distils the undefended run's model: it is estimated as that run (it
-    reads that cell, which therefore runs first), TLS as the federation deployed."""
+    reads that cell, which therefore runs first), TLS as the federation deployed. Within the budget the paper's
+    defenses run before the project's own."""
     from app.config import parse_app
     from fednas.data import load_dataset, resolve_data_root, resolve_dataset
     from fednas.federation import make_model
@@ -83,8 +84,9 @@ def probe(cell: Cell, settings: DefenseSettings, seed: int, data_root: str) -> d
     root = resolve_data_root(data_root)[0]
     model = make_model(cfg, load_dataset(resolve_dataset(cfg.dataset, root)[0], str(root)), torch.device("cpu"))
     amia = attack_seconds(settings.amia, "ml-leaks", model)
-    return {"estimated_s": train + images * ADRA_SECONDS_PER_IMAGE + amia, "bound": "rough",
-            "rank": 0 if name == "none" else 1}   # the undefended cell first: MD reads it, the deltas are against it
+    # the undefended cell first (MD reads it, the deltas are against it), then the paper's defenses, then ours
+    rank = 0 if name == "none" else 1 if cell.paper else 2
+    return {"estimated_s": train + images * ADRA_SECONDS_PER_IMAGE + amia, "bound": "rough", "rank": rank}
 
 
 def run_cell(cell: Cell, settings: DefenseSettings, seed: int, data_root: str, folder: Path, progress: Progress,

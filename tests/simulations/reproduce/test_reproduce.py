@@ -171,7 +171,7 @@ def test_verdicts_compare_the_paper_with_our_interval() -> None:
 
 def test_a_probe_runs_in_a_child_process_and_answers(mnist: str) -> None:
     """The defense probe (a timed federation, ADRA per captured image, AMIA's shadows) from a child process; the
-    undefended cell ranks first, since the others' deltas and MD read it."""
+    undefended cell ranks first, since the others' deltas and MD read it, then the paper's defenses."""
     from simulations.reproduce.executors import Context
     from simulations.reproduce.runner import probe_apart, settings_for
 
@@ -181,6 +181,8 @@ def test_a_probe_runs_in_a_child_process_and_answers(mnist: str) -> None:
     first = probe_apart("defense", none, settings_for(scenario, "ci"), ctx)
     second = probe_apart("defense", paper, settings_for(scenario, "ci"), ctx)
     assert first["bound"] == "rough" and first["estimated_s"] > 0 and (first["rank"], second["rank"]) == (0, 1)
+    ours = scenario.cells("cpu")[-1]   # tls: the project's own, after the paper's
+    assert not ours.paper and probe_apart("defense", ours, settings_for(scenario, "ci"), ctx)["rank"] == 2
 
 
 def test_a_target_that_lost_a_client_is_not_cached(tmp_path: Path) -> None:
