@@ -87,7 +87,7 @@ def probe_cells(scenario: Scenario, scale: str, settings: Any, ctx: Context, key
             entry.update(estimated_s=float(probe["estimated_s"]), bound=probe["bound"], rank=probe.get("rank", 0))
             log(f"archleak: {scenario.table} {cell.id}: estimated {entry['estimated_s']:.0f} s ({probe['bound']})")
         entries[cell.id] = entry
-        atomic_write_json(plan_path, {"stamp": key, "cells": entries})
+        atomic_write_json(plan_path, {"stamp": key, "budget_s": ctx.budget_s, "cells": entries})
     return entries
 
 
@@ -133,18 +133,20 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
                     budget_s: float | None = None) -> TableRun:
     """Probe every cell, then run them cheapest first while each fits the budget left; outputs in the axes' order.
     ``report_only``: no probe and no cell runs; the outputs are written from the cells already finished.
-    ``budget_s``: the table's wall-time budget instead of the scale's."""
+    ``budget_s``: the table's wall-time budget instead of the scale's (``report_only`` without it: the budget the
+    table ran under, from its ``plan.json``)."""
     scenario = load_scenario(table)
     if scale not in scenario.scales:
         raise ScenarioError(f"unknown scale {scale!r}; known: {', '.join(scenario.scales)}")
     settings = settings_for(scenario, scale)
     folder = Path(out) / table
     key = stamp(scenario, scale, seed)
-    budget = budget_s or scenario.scales[scale].budget_s
-    ctx = Context(data_root=data_root, seed=seed, folder=folder, scale=scale, log=log, budget_s=budget)
     plan_path = folder / "plan.json"
     previous = json.loads(plan_path.read_text()) if resume and plan_path.exists() else {}
     known = previous.get("cells", {}) if previous.get("stamp") == key else {}
+    ran_under = previous.get("budget_s") if report_only and known else None   # the table as it was run
+    budget = budget_s or ran_under or scenario.scales[scale].budget_s
+    ctx = Context(data_root=data_root, seed=seed, folder=folder, scale=scale, log=log, budget_s=budget)
     entries = known if report_only else probe_cells(scenario, scale, settings, ctx, key, plan_path, known, log)
     cells = scenario.cells(scale)
     order = sorted(cells, key=lambda c: _run_order(entries.get(c.id, {})))   # stable at equal cost

@@ -142,6 +142,8 @@ def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pyte
     wider = reproduce_table("table2", "ci", 0, tmp_path / "wide", log=lambda line: None, budget_s=10.0)
     assert [r["status"] for r in wider.rows] == ["done", "done"]   # a budget given instead of the scale's
     assert json.loads((tmp_path / "wide" / "table2" / "plan.json").read_text())["budget_s"] == 10.0
+    again = reproduce_table("table2", "ci", 0, tmp_path / "wide", report_only=True, resume=True, log=lambda line: None)
+    assert [r["status"] for r in again.rows] == ["done", "done"] and again.meta["plan"]["budget_s"] == 10.0
 
 
 def test_unknown_tables_and_scales_are_one_line_usage_errors(tmp_path: Path) -> None:
