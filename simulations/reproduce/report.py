@@ -163,14 +163,27 @@ def report_markdown(tables: Sequence[tuple[Scenario, Any, Mapping[str, Any]]]) -
             counts[v] = counts.get(v, 0) + 1
         lines.append("Rows by verdict: " + "; ".join(f"{v}: {n}" for v, n in sorted(counts.items())) + ".")
         for r in rows:
-            if r.get("status") == "done" and verdict(r, headline, scenario.kind) != "no paper number":
+            if r.get("status") != "done":
+                continue
+            if verdict(r, headline, scenario.kind) != "no paper number":
                 lines.append(f"- {r['cell']} ({r.get(headline.series)}): ours {interval(r, headline)}, paper "
                              f"{fmt(r[headline.paper])}: {verdict(r, headline, scenario.kind)}.")
+            elif r.get(headline.key) is not None:
+                lines.append(f"- {r['cell']} ({r.get(headline.series)}): ours {interval(r, headline)}; no paper "
+                             f"number at this cell{_chance(r, headline, scenario.kind)}.")
         lines += _diagnostics(scenario.kind, rows)
         not_run = sorted({str(r.get("note")) for r in rows if r.get("status") != "done" and r.get("note")})
         lines += [f"- Not measured: {reason}." for reason in not_run]
         lines.append("")
     return "\n".join(lines)
+
+
+def _chance(row: Mapping[str, Any], headline: Any, kind: str) -> str:
+    """For an AMIA accuracy: whether chance (0.5) lies within the row's interval."""
+    low, high = row.get(headline.low), row.get(headline.high)
+    if kind != "amia" or low is None or high is None:
+        return ""
+    return "; chance (0.5) within the interval" if low <= 0.5 <= high else "; chance (0.5) outside the interval"
 
 
 def _diagnostics(kind: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
