@@ -3,6 +3,7 @@ sends back (the supernet's α/θ entries plus the method's own, prefixed ``ctrl:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -95,26 +96,36 @@ def _theta_step(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch
     opt.zero_grad(set_to_none=True)
 
 
-def child_round(inp: RoundInputs) -> RoundOutputs:
-    """ENAS's and SMASH's final rounds: SGD on D^θ of the adopted child (the broadcast α's encoding) alone, with
-    its own weights; D^α is not read, and the method's tensors go back as received."""
-    model, search, gen = inp.model, inp.search, inp.generator
-    child = decode({g: a.detach() for g, a in model.alphas.items()}, model.spec)
+def _train_on_theta(inp: RoundInputs, params: list[torch.nn.Parameter],
+                    step_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]) -> LocalSearchResult:
+    """SGD over the round's D^θ steps: ``step_loss(x, y)`` gives each batch's loss and correct count."""
+    search = inp.search
     n_theta = resolve_steps(search.theta_steps, search.theta_epochs, len(inp.theta_set), search.theta_batch_size)
-    params = model.weight_parameters()
     opt = _sgd(params, search)
-    sampler = BatchSampler(len(inp.theta_set), search.theta_batch_size, gen) if n_theta else None
+    sampler = BatchSampler(len(inp.theta_set), search.theta_batch_size, inp.generator) if n_theta else None
     result = LocalSearchResult()
-    model.train()
+    inp.model.train()
     for _ in range(n_theta):
         assert sampler is not None
         positions = next(sampler)
         x, y = inp.theta_set.batch(positions, "cpu")
-        logits = child_forward(model, x, child)
-        loss = F.cross_entropy(logits, y)
+        loss, correct = step_loss(x, y)
         _theta_step(loss, params, opt, search.grad_clip)
-        result.book("theta", float(loss.detach()), int((logits.detach().argmax(1) == y).sum()), len(y),
-                    batch_ids(inp.theta_set, positions))
+        result.book("theta", float(loss.detach()), correct, len(y), batch_ids(inp.theta_set, positions))
+    return result
+
+
+def child_round(inp: RoundInputs) -> RoundOutputs:
+    """ENAS's and SMASH's final rounds: SGD on D^θ of the adopted child (the broadcast α's encoding) alone, with
+    its own weights; D^α is not read, and the method's tensors go back as received."""
+    model = inp.model
+    child = decode({g: a.detach() for g, a in model.alphas.items()}, model.spec)
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+        logits = child_forward(model, x, child)
+        return F.cross_entropy(logits, y), int((logits.detach().argmax(1) == y).sum())
+
+    result = _train_on_theta(inp, model.weight_parameters(), step_loss)
     return RoundOutputs(result, {k: v.detach().clone() for k, v in inp.extra.items()}, {"child-training": 1.0})
 
 
@@ -188,22 +199,11 @@ def smash_round(inp: RoundInputs) -> RoundOutputs:
     materialised weights."""
     if inp.knobs.trains_child(inp.server_round, inp.num_rounds):
         return child_round(inp)
-    model, search, gen = inp.model, inp.search, inp.generator
+    model, gen = inp.model, inp.generator
     hyper = hypernet(model, inp.knobs)
     hyper.load_state_dict(unprefix(inp.extra, "hyper:"))
-    n_theta = resolve_steps(search.theta_steps, search.theta_epochs, len(inp.theta_set), search.theta_batch_size)
-    params = [*model.weight_parameters(), *hyper.parameters()]
-    opt = _sgd(params, search)
-    sampler = BatchSampler(len(inp.theta_set), search.theta_batch_size, gen) if n_theta else None
-    result = LocalSearchResult()
-    model.train()
-    for _ in range(n_theta):
-        assert sampler is not None
-        positions = next(sampler)
-        x, y = inp.theta_set.batch(positions, "cpu")
-        loss, correct = loss_on(model, hyper, x, y, uniform_child(model.spec, gen))
-        _theta_step(loss, params, opt, search.grad_clip)
-        result.book("theta", float(loss.detach()), correct, len(y), batch_ids(inp.theta_set, positions))
+    result = _train_on_theta(inp, [*model.weight_parameters(), *hyper.parameters()],
+                             lambda x, y: loss_on(model, hyper, x, y, uniform_child(model.spec, gen)))
     cap = inp.knobs.smash_rank_samples
     order = torch.randperm(len(inp.alpha_set), generator=gen)
     chosen = order[:cap] if cap else order
