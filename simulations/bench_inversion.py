@@ -23,9 +23,10 @@ import torch.nn.functional as F
 
 from attacker.reconstruct.model import theta_model
 from attacker.reconstruct.objectives import OBJECTIVES
+from attacker.reconstruct.row_replay import replay_rows_flat
 from attacker.reconstruct.settings import AttackSettings
 from attacker.reconstruct.threat import Schedule, ThetaRule, UpdateRule
-from attacker.reconstruct.trajectory import interpolated_alphas, replay_local_search, replay_rows
+from attacker.reconstruct.trajectory import interpolated_alphas, replay_local_search_flat
 from fednas.config import parse_run_config
 from fednas.data import load_dataset
 from fednas.fastnet import FastSearchNet
@@ -62,12 +63,13 @@ def _evaluation(overrides: dict[str, Any], rows: int, seed: int) -> dict[str, Ca
     observed = torch.randn(rows, sum(v.numel() for v in theta.values()), generator=gen)
     objective = OBJECTIVES.get("cosine")
     plain = theta_model(spec, mean, std)
-    paths = {"fast": (FastSearchNet(theta_model(spec, mean, std)), replay_rows), "plain": (plain, replay_local_search)}
+    paths = {"fast": (FastSearchNet(theta_model(spec, mean, std)), replay_rows_flat),
+             "plain": (plain, replay_local_search_flat)}
 
     def run(net: Any, replay: Callable[..., Any]) -> torch.Tensor:
         x = images.clone().requires_grad_()
         _, d_theta = replay(net, sched, theta, alpha0, x, soft, x, soft, known)
-        match = objective(torch.cat([d_theta[k].flatten(1) for k in theta], 1), observed, None)
+        match = objective(d_theta, observed, None)
         return torch.autograd.grad(match.sum(), [x])[0]
 
     return {name: functools.partial(run, net, replay) for name, (net, replay) in paths.items()}

@@ -4,12 +4,23 @@ to the bundled digits when MNIST is absent (a fresh machine without internet), a
 from __future__ import annotations
 
 import os
+
+# One intra-op thread per process, here and in every process a test starts (CLI runs, SuperLinks, SuperNodes):
+# the suite runs processes side by side on a few cores (Ray actors, deployments, a second xdist worker), and
+# OpenMP's spinning threads then wait on each other; a 113 s test took 6 s with one thread at load 3 on 2 cores.
+# Set before torch is imported, so that the OpenMP pool is created with one thread.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from fednas.data import DATASETS
+
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -38,9 +38,10 @@ from attacker.reconstruct.loop import (
 from attacker.reconstruct.model import attack_model, theta_model
 from attacker.reconstruct.objectives import OBJECTIVES, total_variation
 from attacker.reconstruct.prior import ImageVAE
+from attacker.reconstruct.row_replay import replay_rows_flat
 from attacker.reconstruct.settings import AttackSettings
 from attacker.reconstruct.threat import AttackTarget, NotApplicable, Schedule
-from attacker.reconstruct.trajectory import interpolated_alphas, replay_local_search, replay_rows
+from attacker.reconstruct.trajectory import interpolated_alphas, replay_local_search_flat
 from attacker.reconstruct.update import flatten
 from fednas.fastnet import FastSearchNet
 
@@ -83,7 +84,8 @@ def invert_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, setti
     sched = _check(targets, settings, joint)
     stage = settings.inversion_stage()
     model = theta_model(public.spec, public.mean, public.std)
-    net, replay = (FastSearchNet(model), replay_rows) if settings.inversion_fast else (model, replay_local_search)
+    net, replay = ((FastSearchNet(model), replay_rows_flat) if settings.inversion_fast
+                   else (model, replay_local_search_flat))
     groups, names = list(public.spec.alpha_groups()), list(targets[0].theta)
     n_cap, classes = len(targets), public.spec.num_classes
     rows = Rows(n_cap, settings.attack_restarts)
@@ -115,7 +117,7 @@ def invert_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, setti
         a_img, a_soft = images[:, :n_a], soft[:, :n_a]        # theta-only: unused (α is known)
         t_img, t_soft = (images[:, n_a:], soft[:, n_a:]) if separate_alpha else (images, soft)
         d_alpha, d_theta = replay(net, sched, targets[0].theta, a0_rows, a_img, a_soft, t_img, t_soft, known_rows)
-        match = (1 - weight) * objective(torch.cat([d_theta[k].flatten(1) for k in names], 1), obs_theta, None)
+        match = (1 - weight) * objective(d_theta, obs_theta, None)     # both [R, P] in the order of names
         if joint:
             match = match + weight * objective(flatten(d_alpha, groups), obs_alpha, None)
         tv = total_variation(images.flatten(0, 1)).view(rows.count, per_row).mean(1)

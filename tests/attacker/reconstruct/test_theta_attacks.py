@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from attacker.reconstruct.idlg import analytic_labels
 from attacker.reconstruct.knowledge import PublicKnowledge
 from attacker.reconstruct.model import theta_model
+from attacker.reconstruct.row_replay import replay_rows
 from attacker.reconstruct.threat import THREAT_MODELS
-from attacker.reconstruct.trajectory import replay_local_search, replay_rows
+from attacker.reconstruct.trajectory import replay_local_search
 from attacker.wire.synthetic import client_capture
 from fednas.fastnet import FastSearchNet
 from fednas.search import LocalSearchConfig
