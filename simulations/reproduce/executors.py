@@ -38,6 +38,7 @@ class Headline:
     series: str                    # the row key that tells series apart (variant, attack, defense)
     controls: tuple[tuple[str, str], ...] = ()   # (row key, label) printed beside the headline
     positives: str = ""            # the row key counting the positives behind the table's smallest rate
+    n: tuple[str, ...] = ()        # the row keys whose sum is the headline rate's sample size
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ EXECUTORS.add("adra", Executor(
     adra.COLUMNS,
     Headline("recognised", "recognised_lo", "recognised_hi", "paper_sr", "recognised (oracle; paper: SR by eye)",
              "variant", (("baseline_recognised", "label-only"), ("identified", "identified"),
-                         ("psnr", "PSNR dB"), ("ssim", "SSIM")), "recognised_k"),
+                         ("psnr", "PSNR dB"), ("ssim", "SSIM")), "recognised_k", ("n",)),
     (("n", "n"), ("weights_test_accuracy", "weights' test acc"), ("truth_match", "truth match"),
      ("attack_match", "attack match"))))
 EXECUTORS.add("amia", Executor(
@@ -70,7 +71,8 @@ EXECUTORS.add("amia", Executor(
     lambda cell, s, ctx, progress: amia.run_cell(cell, s, ctx.seed, ctx.data_root, progress, ctx.log),
     amia.COLUMNS,
     Headline("accuracy", "accuracy_lo", "accuracy_hi", "paper_accuracy", "attack accuracy", "attack",
-             (("f1", "F1"), ("paper_f1", "paper F1"), ("auc", "AUC"), ("theta_auc", "D^θ AUC")), "tp@0.1%fpr"),
+             (("f1", "F1"), ("paper_f1", "paper F1"), ("auc", "AUC"), ("theta_auc", "D^θ AUC")), "tp@0.1%fpr",
+             ("n_members", "n_nonmembers")),
     (("n_members", "members"), ("tpr@1%fpr", "TPR@1%"), ("tpr@0.1%fpr", "TPR@0.1%"), ("tp@0.1%fpr", "TP@0.1%"),
      ("target_theta_accuracy", "train acc (D^θ)"), ("target_nonmember_accuracy", "non-member acc"),
      ("gap", "gap"))))
@@ -84,7 +86,7 @@ EXECUTORS.add("defense", Executor(
     Headline("amia_accuracy", "amia_accuracy_lo", "amia_accuracy_hi", "paper_d_accuracy",
              "AMIA accuracy (paper: its Δ)", "defense",
              (("d_amia_accuracy", "Δ AMIA acc"), ("recognised", "ADRA recognised"),
-              ("d_recognised", "Δ ADRA recognised"), ("paper_d_sr", "paper Δ SR")), "recognised_k"),
+              ("d_recognised", "Δ ADRA recognised"), ("paper_d_sr", "paper Δ SR")), "recognised_k", ("amia_n",)),
     (("adra_n", "ADRA n"), ("amia_auc", "AMIA AUC"), ("theta_auc", "D^θ AUC"), ("test_accuracy", "test acc"),
      ("d_test_accuracy", "Δ test acc"), ("epsilon", "ε (accountant)"),
      ("audit_epsilon_lower", "ε lower bound (audit)"))))

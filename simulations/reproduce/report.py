@@ -36,6 +36,14 @@ def interval(row: Mapping[str, Any], headline: Any) -> str:
     return f"{fmt(value)} [{fmt(row.get(headline.low))}, {fmt(row.get(headline.high))}]"
 
 
+def sample_size(row: Mapping[str, Any], headline: Any) -> str:
+    """" (n = …)" for the headline rate, from the row keys the headline names; "" when the row lacks them."""
+    parts = [row.get(k) for k in headline.n]
+    if not parts or any(p is None or p == "" for p in parts):
+        return ""
+    return f" (n = {sum(int(float(p)) for p in parts):,})"
+
+
 # Table 6: the paper reports changes; each (our change, our value, its interval, the paper's change) pair
 DEFENSE_PAIRS = (("AMIA", "d_amia_accuracy", "amia_accuracy", "amia_accuracy_lo", "amia_accuracy_hi",
                   "paper_d_accuracy"),
@@ -166,10 +174,12 @@ def report_markdown(tables: Sequence[tuple[Scenario, Any, Mapping[str, Any]]]) -
             if r.get("status") != "done":
                 continue
             if verdict(r, headline, scenario.kind) != "no paper number":
-                lines.append(f"- {r['cell']} ({r.get(headline.series)}): ours {interval(r, headline)}, paper "
+                lines.append(f"- {r['cell']} ({r.get(headline.series)}): ours {interval(r, headline)}"
+                             f"{sample_size(r, headline)}, paper "
                              f"{fmt(r[headline.paper])}: {verdict(r, headline, scenario.kind)}.")
             elif r.get(headline.key) is not None:
-                lines.append(f"- {r['cell']} ({r.get(headline.series)}): ours {interval(r, headline)}; no paper "
+                lines.append(f"- {r['cell']} ({r.get(headline.series)}): ours {interval(r, headline)}"
+                             f"{sample_size(r, headline)}; no paper "
                              f"number at this cell{_chance(r, headline, scenario.kind)}.")
         lines += _diagnostics(scenario.kind, rows)
         not_run = sorted({str(r.get("note")) for r in rows if r.get("status") != "done" and r.get("note")})
