@@ -40,7 +40,7 @@ from attacker.reconstruct.objectives import OBJECTIVES, total_variation
 from attacker.reconstruct.prior import ImageVAE
 from attacker.reconstruct.row_replay import replay_rows_flat
 from attacker.reconstruct.settings import AttackSettings
-from attacker.reconstruct.threat import AttackTarget, NotApplicable, Schedule
+from attacker.reconstruct.threat import NOT_FINITE, AttackTarget, NotApplicable, Schedule
 from attacker.reconstruct.trajectory import interpolated_alphas, replay_local_search_flat
 from attacker.reconstruct.update import flatten
 from fednas.fastnet import FastSearchNet
@@ -53,6 +53,10 @@ def _check(targets: Sequence[AttackTarget], settings: AttackSettings, joint: boo
                             "threat model)")
     if any(t.theta_key != first.theta_key or t.schedule != first.schedule for t in targets):
         raise ValueError("θ attacks batch captures that share weights and local-search schedule")
+    if not all(torch.isfinite(v).all() for t in targets for v in (t.theta_delta or {}).values()):
+        raise NotApplicable(NOT_FINITE.format(update="Δθ"))
+    if joint and not all(torch.isfinite(v).all() for t in targets for v in t.alpha_delta.values()):
+        raise NotApplicable(NOT_FINITE.format(update="Δα"))
     sched = first.schedule
     count = sched.theta.steps * sched.theta.batch_size
     if joint and settings.joint_data == "disjoint":

@@ -91,6 +91,12 @@ class NotApplicable(ValueError):
     """This threat model cannot attack this capture (for instance, no weights on the wire)."""
 
 
+# a client whose network overflowed (a large supernet without normalisation at its round-0 weights) sends NaN or
+# inf: no image can be matched to it, and label recovery would fail on it
+NOT_FINITE = ("the captured {update} is not finite (NaN or inf): the client's network overflowed at these weights, "
+              "so its update carries no image to reconstruct")
+
+
 def update_rule(view: WireView) -> UpdateRule:
     cfg = view.config
     name = str(cfg.get("alpha-optimizer", "sgd"))
