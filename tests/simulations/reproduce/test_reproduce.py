@@ -210,6 +210,19 @@ def test_report_sections_come_from_the_rows() -> None:
     assert "train–test gap" in text and "Not measured: not run: dataset cifar100 not present" in text
 
 
+def test_report_lines_of_table6_give_each_attack_its_own_change_n_and_paper_number() -> None:
+    scenario = load_scenario("table6")
+    head = EXECUTORS.get("defense").headline
+    row = {"cell": "defense=dp-sgd-alpha-paper", "defense": "dp-sgd-alpha-paper", "status": "done",
+           "amia_accuracy": 0.498, "amia_accuracy_lo": 0.476, "amia_accuracy_hi": 0.52, "d_amia_accuracy": 0.003,
+           "paper_d_accuracy": None, "amia_n": 2000, "recognised": 0.24, "recognised_lo": 0.168,
+           "recognised_hi": 0.331, "d_recognised": 0.01, "paper_d_sr": -0.182, "adra_n": 104}
+    text = report_markdown([(scenario, head, {"rows": [row], "scale": "cpu", "seconds": 10.0})])
+    assert ("- defense=dp-sgd-alpha-paper (dp-sgd-alpha-paper): ADRA: ours Δ 0.010 [-0.062, 0.101] (n = 104), "
+            "paper Δ -0.182: ours above the paper.") in text
+    assert "paper –" not in text
+
+
 def test_defense_rows_take_deltas_against_none_and_say_what_tls_left(tmp_path: Path) -> None:
     from simulations.reproduce.defense import defense_row
     from simulations.reproduce.scenario import Cell
