@@ -30,7 +30,7 @@ from attacker.reconstruct.model import attack_model
 from attacker.reconstruct.objectives import OBJECTIVES, total_variation
 from attacker.reconstruct.prior import ImageVAE
 from attacker.reconstruct.settings import AttackSettings
-from attacker.reconstruct.threat import NOT_FINITE, AttackTarget, NotApplicable
+from attacker.reconstruct.threat import AttackTarget, require_finite
 from attacker.reconstruct.update import flatten, predicted_update
 
 
@@ -61,8 +61,7 @@ def reconstruct_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, 
     per_capture = rule.steps * rule.batch_size
     alpha0 = {g: torch.stack([t.alpha_before[g] for t in targets]) for g in groups}
     observed = flatten({g: torch.stack([t.alpha_delta[g] for t in targets]) for g in groups}, groups)
-    if not torch.isfinite(observed).all():
-        raise NotApplicable(NOT_FINITE.format(update="Δα"))
+    require_finite("Δα", [observed])
     labels = match_labels(class_templates(model, alpha0, public, rule), observed, per_capture)  # [C, S*B]
 
     alpha_rows = {g: rows.repeat(a) for g, a in alpha0.items()}

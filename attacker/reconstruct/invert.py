@@ -40,8 +40,8 @@ from attacker.reconstruct.objectives import OBJECTIVES, total_variation
 from attacker.reconstruct.prior import ImageVAE
 from attacker.reconstruct.row_replay import replay_rows_flat
 from attacker.reconstruct.settings import AttackSettings
-from attacker.reconstruct.threat import NOT_FINITE, AttackTarget, NotApplicable, Schedule
-from attacker.reconstruct.trajectory import interpolated_alphas, replay_local_search_flat
+from attacker.reconstruct.threat import AttackTarget, NotApplicable, Schedule, require_finite
+from attacker.reconstruct.trajectory import flat_delta, interpolated_alphas, replay_local_search_flat
 from attacker.reconstruct.update import flatten
 from fednas.fastnet import FastSearchNet
 
@@ -53,10 +53,9 @@ def _check(targets: Sequence[AttackTarget], settings: AttackSettings, joint: boo
                             "threat model)")
     if any(t.theta_key != first.theta_key or t.schedule != first.schedule for t in targets):
         raise ValueError("θ attacks batch captures that share weights and local-search schedule")
-    if not all(torch.isfinite(v).all() for t in targets for v in (t.theta_delta or {}).values()):
-        raise NotApplicable(NOT_FINITE.format(update="Δθ"))
-    if joint and not all(torch.isfinite(v).all() for t in targets for v in t.alpha_delta.values()):
-        raise NotApplicable(NOT_FINITE.format(update="Δα"))
+    require_finite("Δθ", (v for t in targets for v in (t.theta_delta or {}).values()))
+    if joint:
+        require_finite("Δα", (v for t in targets for v in t.alpha_delta.values()))
     sched = first.schedule
     count = sched.theta.steps * sched.theta.batch_size
     if joint and settings.joint_data == "disjoint":
@@ -109,7 +108,7 @@ def invert_batch(targets: Sequence[AttackTarget], public: PublicKnowledge, setti
                          prior if stage.prior == "learned" else None)
     soft = F.one_hot(flat_labels, classes).float().view(rows.count, per_row, classes)
     deltas = [t.theta_delta for t in targets if t.theta_delta is not None]      # all of them (_check)
-    obs_theta = rows.repeat(torch.cat([torch.stack([d[k] for d in deltas]).flatten(1) for k in names], 1))
+    obs_theta = rows.repeat(flat_delta({k: torch.stack([d[k] for d in deltas]) for k in names}, names))
     obs_alpha = rows.repeat(flatten({g: alpha1[g] - alpha0[g] for g in groups}, groups))
     a0_rows = {g: rows.repeat(a) for g, a in alpha0.items()}
     known_rows = None if known is None else {g: rows.repeat(k) for g, k in known.items()}

@@ -15,7 +15,7 @@ Threat models (registry ``THREAT_MODELS``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -91,10 +91,12 @@ class NotApplicable(ValueError):
     """This threat model cannot attack this capture (for instance, no weights on the wire)."""
 
 
-# a client whose network overflowed (a large supernet without normalisation at its round-0 weights) sends NaN or
-# inf: no image can be matched to it, and label recovery would fail on it
-NOT_FINITE = ("the captured {update} is not finite (NaN or inf): the client's network overflowed at these weights, "
-              "so its update carries no image to reconstruct")
+def require_finite(update: str, tensors: Iterable[torch.Tensor]) -> None:
+    """NotApplicable when a captured update holds NaN or inf: a client whose network overflowed (a large supernet
+    without normalisation at its round-0 weights) sends no image to match, and label recovery would fail on it."""
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise NotApplicable(f"the captured {update} is not finite (NaN or inf): the client's network overflowed at "
+                            "these weights, so its update carries no image to reconstruct")
 
 
 def update_rule(view: WireView) -> UpdateRule:

@@ -63,7 +63,8 @@ ThetaGrad = Callable[[Any, Tensors, int], Any]
 
 
 def walk_schedule(schedule: Schedule, theta: S, alphas: Tensors, alpha_grad: AlphaGrad, theta_grad: ThetaGrad,
-          theta_step: Callable[[S, Any], S], known_alphas: Callable[[int], Tensors] | None) -> tuple[S, Tensors]:
+                  theta_step: Callable[[S, Any], S], known_alphas: Callable[[int], Tensors] | None
+                  ) -> tuple[S, Tensors]:
     """The client's local search in schedule order: α steps with the α optimizer, θ steps by ``theta_step`` (the θ
     state is the caller's: clipped SGD with momentum); returns the final (θ state, α). ``known_alphas(i)``: α at θ
     step i instead of the simulated α steps."""

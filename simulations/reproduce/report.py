@@ -36,49 +36,45 @@ def interval(row: Mapping[str, Any], headline: Any) -> str:
     return f"{fmt(value)} [{fmt(row.get(headline.low))}, {fmt(row.get(headline.high))}]"
 
 
+def _n(value: Any) -> str:
+    return f" (n = {int(float(value)):,})"
+
+
 def sample_size(row: Mapping[str, Any], headline: Any) -> str:
     """" (n = …)" for the headline rate, from the row keys the headline names; "" when the row lacks them."""
     parts = [row.get(k) for k in headline.n]
     if not parts or any(p is None or p == "" for p in parts):
         return ""
-    return f" (n = {sum(int(float(p)) for p in parts):,})"
+    return _n(sum(int(float(p)) for p in parts))
 
 
-# Table 6: the paper reports changes; each (our change, our value, its interval, the paper's change) pair
+# Table 6: the paper reports changes; each (attack, our change, our value, its interval, the paper's change, n)
 DEFENSE_PAIRS = (("AMIA", "d_amia_accuracy", "amia_accuracy", "amia_accuracy_lo", "amia_accuracy_hi",
-                  "paper_d_accuracy"),
-                 ("ADRA", "d_recognised", "recognised", "recognised_lo", "recognised_hi", "paper_d_sr"))
-DEFENSE_N = {"AMIA": "amia_n", "ADRA": "adra_n"}
+                  "paper_d_accuracy", "amia_n"),
+                 ("ADRA", "d_recognised", "recognised", "recognised_lo", "recognised_hi", "paper_d_sr", "adra_n"))
 
 
-def defense_comparisons(row: Mapping[str, Any]) -> list[str]:
-    """Table 6: per attack the paper has a change for, our change with its interval, n, the paper's change and
-    the verdict ("ADRA: ours Δ 0.010 [-0.063, 0.100] (n = 104), paper Δ -0.182: ours above the paper")."""
+def _defense_pairs(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Per attack the paper has a change for: (attack, our change with its interval and n and the paper's
+    change, verdict). The interval is that of the defended value, shifted by the undefended value."""
     out = []
-    for name, delta, value, lo, hi, paper in DEFENSE_PAIRS:
+    for name, delta, value, lo, hi, paper, n in DEFENSE_PAIRS:
         if row.get(paper) is None or row.get(delta) is None or row.get(lo) is None:
             continue
         shift = row[value] - row[delta]
-        n = row.get(DEFENSE_N[name])
-        out.append(f"{name}: ours Δ {fmt(row[delta])} [{fmt(row[lo] - shift)}, {fmt(row[hi] - shift)}]"
-                   + (f" (n = {int(float(n)):,})" if n not in (None, "") else "")
-                   + f", paper Δ {fmt(row[paper])}: " + _compare(row[paper], row[lo] - shift, row[hi] - shift, False))
+        low, high = row[lo] - shift, row[hi] - shift
+        text = (f"ours Δ {fmt(row[delta])} [{fmt(low)}, {fmt(high)}]"
+                f"{_n(row[n]) if row.get(n) not in (None, '') else ''}, paper Δ {fmt(row[paper])}")
+        out.append((name, text, _compare(row[paper], low, high, False)))
     return out
 
 
 def verdict(row: Mapping[str, Any], headline: Any, kind: str) -> str:
-    """Where the paper's number falls against our 95% interval. Table 6's numbers are changes against no
-    defense: there the interval is that of the defended value, shifted by the undefended value."""
+    """Where the paper's number falls against our 95% interval (table 6: per attack, on its change)."""
     if row.get("status") != "done":
         return str(row.get("status", "–"))
     if kind == "defense":
-        found = []
-        for name, delta, value, lo, hi, paper in DEFENSE_PAIRS:
-            if row.get(paper) is None or row.get(delta) is None or row.get(lo) is None:
-                continue
-            shift = row[value] - row[delta]
-            found.append(f"{name}: " + _compare(row[paper], row[lo] - shift, row[hi] - shift, False))
-        return "; ".join(found) or "no paper number"
+        return "; ".join(f"{name}: {v}" for name, _, v in _defense_pairs(row)) or "no paper number"
     number, low, high = row.get(headline.paper), row.get(headline.low), row.get(headline.high)
     if number is None or low is None or high is None:
         return "no paper number"
@@ -189,8 +185,10 @@ def report_markdown(tables: Sequence[tuple[Scenario, Any, Mapping[str, Any]]]) -
         for r in rows:
             if r.get("status") != "done":
                 continue
-            if scenario.kind == "defense" and defense_comparisons(r):
-                lines.append(f"- {r['cell']} ({r.get(headline.series)}): " + "; ".join(defense_comparisons(r)) + ".")
+            pairs = _defense_pairs(r) if scenario.kind == "defense" else []
+            if pairs:
+                lines.append(f"- {r['cell']} ({r.get(headline.series)}): "
+                             + "; ".join(f"{name}: {text}: {v}" for name, text, v in pairs) + ".")
             elif verdict(r, headline, scenario.kind) != "no paper number":
                 lines.append(f"- {r['cell']} ({r.get(headline.series)}): ours {interval(r, headline)}"
                              f"{sample_size(r, headline)}, paper "
