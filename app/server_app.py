@@ -59,7 +59,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
         rec = run.complete_round(server_round + run.start_round, from_array_record(arrays),
                                  strategy.last_metrics, strategy.last_clients, extra)
         if run.advance(server_round + run.start_round + 1):
-            # the search method set the next broadcast (ENAS's greedy cell, SMASH's best candidate, a PDARTS
+            # the search method set the next broadcast (ENAS's best-ranked cell, SMASH's best candidate, a PDARTS
             # stage): Flower's loop hands this same record to the next round, so it is rewritten in place
             arrays.clear()
             arrays.update(to_array_record(run.global_state()))

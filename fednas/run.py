@@ -134,8 +134,8 @@ class ServerRun:
         _, theta = split_state(core)
         merged = {**export_state(self.model, weights=True), **core}
         import_state(self.model, merged)
-        self.extra = {**self.extra, **own}
-        self.method.adopt(self.model, self.extra, self.cfg, self.cfg.seed, server_round,
+        sent, self.extra = self.extra, {**self.extra, **own}
+        self.method.adopt(self.model, self.extra, sent, self.cfg, self.cfg.seed, server_round,
                           self.cfg.num_server_rounds)
         test = evaluate(self.model, self.test) if theta else {"loss": None, "accuracy": None}
         tick = time.perf_counter()

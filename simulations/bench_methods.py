@@ -1,9 +1,9 @@
 """``archleak bench methods``: every search method trained at the same budget, through Flower's simulation engine.
 
 Same data (the same clients' D^θ and D^α), the same rounds, θ epochs and D^α passes for each method; the final
-model (DARTS/PDARTS: the supernet with its α; ENAS: the controller's greedy cell on the shared weights; SMASH: the
-best-ranked candidate with generated weights) is evaluated on the whole test split. Figures: test accuracy with its
-Wilson interval, the gap to DARTS in points, wall seconds and the genotype. Prints JSON.
+model (DARTS/PDARTS: the supernet with its α; ENAS: the best-ranked cell sampled from the controller, on the shared
+weights; SMASH: the best-ranked candidate with generated weights) is evaluated on the whole test split. Figures:
+test accuracy with its Wilson interval, the gap to DARTS in points, wall seconds and the genotype. Prints JSON.
 """
 
 from __future__ import annotations

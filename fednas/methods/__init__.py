@@ -45,7 +45,7 @@ class SearchMethod:
     client_round: Callable[[rounds.RoundInputs], rounds.RoundOutputs]
     initial_extra: Callable[[SuperNet, MethodKnobs, int], rounds.Tensors]
     round_spec: Callable[[SupernetSpec, MethodKnobs, int, int], SupernetSpec]
-    adopt: Callable[[SuperNet, rounds.Tensors, MethodKnobs, int, int, int], None]
+    adopt: Callable[[SuperNet, rounds.Tensors, rounds.Tensors, MethodKnobs, int, int, int], None]
     transition: Callable[..., SuperNet | None]
     genotype: Callable[[SuperNet, MethodKnobs], Genotype]
     version: int = 1                            # raised when what the method trains changes (cached targets key on it)
@@ -73,19 +73,21 @@ SEARCH_METHODS.add("enas", SearchMethod(
     "enas", "Pham et al., ENAS (ICML 2018)", False, False,
     WireLayout((("ctrl:<name>", "the LSTM controller after its REINFORCE steps (and the reward baseline)"),
                 ("theta:<name>", "the shared weights after SGD on D^θ under sampled cells"),
-                ("alpha:<group>", ("the server's one-hot encoding of the controller's greedy cell, returned as "
-                                  "received"))),
+                ("rank:scores", ("each of the round's cells sampled from the sent controller: its accuracy on the "
+                                 "client's D^α sample (ENAS's derivation)")),
+                ("alpha:<group>", "the server's encoding of the best-ranked cell, returned as received")),
                "scalar rewards: each controller step's D^α batch enters only as the accuracy of one sampled cell, "
-               "through the policy gradient into the controller's update",
-               {ALPHA_ATTACKS: "ENAS clients take no α step: α is the server's encoding of the controller's cell, "
+               "through the policy gradient into the controller's update; and the candidates' accuracies on a D^α "
+               "sample (rank:scores)",
+               {ALPHA_ATTACKS: "ENAS clients take no α step: α is the server's encoding of the adopted cell, "
                                "returned unchanged (D^α reaches the wire only as rewards inside the controller's "
-                               "update)",
+                               "update and as the candidates' accuracies)",
                 THETA_ATTACKS: "ENAS's shared weights train under cells the controller samples on the client, "
                                "which never cross the wire; inverting Δθ under unknown cells is not implemented "
                                "(it applies in the child-training rounds, child-train-share)"},
                {THETA_ATTACKS: None}),   # the adopted cell, whose encoding is the α on the wire, trains alone
     rounds.enas_round, rounds.enas_extra, server.same_spec, server.enas_adopt, server.no_transition,
-    server.softmax_genotype, version=3))   # 2: nodes are means; 3: child-train-share
+    server.softmax_genotype, version=4))   # 2: nodes are means; 3: child-train-share; 4: ranked candidates
 SEARCH_METHODS.add("smash", SearchMethod(
     "smash", "Brock et al., SMASH (ICLR 2018)", False, False,
     WireLayout((("hyper:<name>", "the hypernetwork after SGD on D^θ over random architectures"),

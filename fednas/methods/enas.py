@@ -70,7 +70,8 @@ class Controller(nn.Module):
             index = int(log_p.argmax())
         else:
             index = int(torch.multinomial(log_p.exp(), 1, generator=generator))
-        return index, log_p[index], -(log_p.exp() * log_p).sum()
+        p = log_p.exp()
+        return index, log_p[index], -(p * log_p.masked_fill(p == 0, 0.0)).sum()   # a masked choice adds 0
 
     def sample(self, generator: torch.Generator | None) -> Sample:
         """One child with its log-probability and entropy (``generator=None``: the greedy child)."""
@@ -87,12 +88,12 @@ class Controller(nn.Module):
                 keys = self.attn_anchor(torch.cat(anchors))
                 for slot in range(2):
                     h, c = self.lstm(x, (h, c))
-                    scores = self.attn_v(torch.tanh(keys + self.attn_query(h))).squeeze(-1)
-                    if slot == 1:
+                    scores = self._squash(self.attn_v(torch.tanh(keys + self.attn_query(h))).squeeze(-1))
+                    if slot == 1:   # after the squash, which would map -inf to -c
                         scores = scores.masked_fill(F.one_hot(torch.tensor(pairs[0][0]), len(anchors)).bool(),
                                                     float("-inf"))
-                    src, lp, ent = self._choose(self._squash(scores), generator)
-                    log_prob, entropy = log_prob + lp, entropy + ent.nan_to_num()
+                    src, lp, ent = self._choose(scores, generator)
+                    log_prob, entropy = log_prob + lp, entropy + ent
                     x = anchors[src]
                     h, c = self.lstm(x, (h, c))
                     op, lp, ent = self._choose(self._squash(self.op_decoder(h)[0]), generator)

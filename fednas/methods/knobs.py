@@ -43,6 +43,11 @@ class MethodKnobs(BaseModel):
                                                                      "baseline")
     enas_temperature: float = Field(5.0, gt=0, description="ENAS: controller logits temperature")
     enas_tanh_constant: float = Field(2.5, gt=0, description="ENAS: controller logits tanh constant")
+    enas_candidates: int = Field(10, ge=1, le=1024, description="ENAS: cells sampled from the controller each "
+                                                                "searching round and ranked on D^α with the shared "
+                                                                "weights (the best is the round's model)")
+    enas_rank_samples: int = Field(500, ge=0, le=10_000_000, description="ENAS: D^α images each client ranks the "
+                                                                         "candidates on (0: all of D^α)")
     smash_hidden: int = Field(8, ge=1, le=256, description="SMASH: width of the hypernetwork's code of an "
                                                            "architecture")
     smash_candidates: int = Field(8, ge=1, le=1024, description="SMASH: random architectures ranked on D^α each "

@@ -131,8 +131,10 @@ def child_round(inp: RoundInputs) -> RoundOutputs:
 
 def enas_round(inp: RoundInputs) -> RoundOutputs:
     """θ: SGD on D^θ, each step under a child the controller samples. Controller: per D^α batch, sample a child,
-    reward = its accuracy on the batch, baseline ← moving average, one Adam step on the REINFORCE loss. In the
-    child-training rounds (``child-train-share``): :func:`child_round`."""
+    reward = its accuracy on the batch, baseline ← moving average, one Adam step on the REINFORCE loss. Then
+    ENAS's derivation: the round's candidates (:func:`enas_candidates`) are ranked on a sample of D^α with the
+    shared weights; the scores go back as ``rank:scores``. In the child-training rounds (``child-train-share``):
+    :func:`child_round`."""
     if inp.knobs.trains_child(inp.server_round, inp.num_rounds):
         return child_round(inp)
     model, search, knobs, gen = inp.model, inp.search, inp.knobs, inp.generator
@@ -174,9 +176,35 @@ def enas_round(inp: RoundInputs) -> RoundOutputs:
         ctrl_opt.step()
         rewards.append(reward)
         result.book("alpha", float(loss.detach()), correct, len(y), batch_ids(data, positions))
+    ranked = rank_sample(inp.alpha_set, knobs.enas_rank_samples, gen)
+    cells = enas_candidates(model, knobs, inp.extra, inp.seed, inp.server_round)
+    model.eval()
+    with torch.no_grad():
+        scores = torch.tensor([float((child_forward(model, ranked.images, c).argmax(1) == ranked.labels).float()
+                                     .mean()) for c in cells], dtype=torch.float64)
+    result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
     extra = {f"ctrl:{k}": v.detach().clone() for k, v in ctrl.state_dict().items()}
-    metrics = {"enas-reward": sum(rewards) / max(len(rewards), 1), "enas-baseline": float(ctrl.baseline)}
+    extra["rank:scores"] = scores
+    metrics = {"enas-reward": sum(rewards) / max(len(rewards), 1), "enas-baseline": float(ctrl.baseline),
+               "enas-best-score": float(scores.max())}
     return RoundOutputs(result, extra, metrics)
+
+
+def enas_candidates(model: SuperNet, knobs: MethodKnobs, sent: Tensors, seed: int, server_round: int) -> list[Child]:
+    """ENAS's derivation: cells sampled from the controller the server sent this round (a stream of the run seed,
+    so every client and the server draw the same cells); the clients rank them on D^α, the server adopts the best."""
+    ctrl = controller(model, knobs)
+    ctrl.load_state_dict(unprefix(sent, "ctrl:"))
+    gen = generator(seed, METHOD_STREAM, 3, server_round)
+    with torch.no_grad():
+        return [ctrl.sample(gen).child for _ in range(knobs.enas_candidates)]
+
+
+def rank_sample(alpha_set: ImageSet, cap: int, gen: torch.Generator) -> ImageSet:
+    """The D^α images a client ranks candidates on: a random ``cap`` of them (0: all)."""
+    order = torch.randperm(len(alpha_set), generator=gen)
+    chosen = order[:cap] if cap else order
+    return ImageSet(alpha_set.images[chosen], alpha_set.labels[chosen], alpha_set.ids[chosen.numpy()])
 
 
 def candidates(seed: int, server_round: int, model: SuperNet, k: int) -> list[Child]:
@@ -204,10 +232,7 @@ def smash_round(inp: RoundInputs) -> RoundOutputs:
     hyper.load_state_dict(unprefix(inp.extra, "hyper:"))
     result = _train_on_theta(inp, [*model.weight_parameters(), *hyper.parameters()],
                              lambda x, y: loss_on(model, hyper, x, y, uniform_child(model.spec, gen)))
-    cap = inp.knobs.smash_rank_samples
-    order = torch.randperm(len(inp.alpha_set), generator=gen)
-    chosen = order[:cap] if cap else order
-    ranked = ImageSet(inp.alpha_set.images[chosen], inp.alpha_set.labels[chosen], inp.alpha_set.ids[chosen.numpy()])
+    ranked = rank_sample(inp.alpha_set, inp.knobs.smash_rank_samples, gen)
     scores = rank(model, hyper, candidates(inp.seed, inp.server_round, model, inp.knobs.smash_candidates), ranked)
     result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
     extra = {f"hyper:{k}": v.detach().clone() for k, v in hyper.state_dict().items()}
@@ -219,7 +244,8 @@ def enas_extra(model: SuperNet, knobs: MethodKnobs, seed: int) -> Tensors:
     """The controller at the start of a run (ENAS's uniform [-0.1, 0.1] init, a stream of the run seed)."""
     ctrl = controller(model, knobs)
     ctrl.reset_parameters(generator(seed, METHOD_STREAM, 0))
-    return {f"ctrl:{k}": v.detach().clone() for k, v in ctrl.state_dict().items()}
+    return {**{f"ctrl:{k}": v.detach().clone() for k, v in ctrl.state_dict().items()},
+            "rank:scores": torch.zeros(knobs.enas_candidates, dtype=torch.float64)}   # the reply's layout
 
 
 def smash_extra(model: SuperNet, knobs: MethodKnobs, seed: int) -> Tensors:

@@ -1,6 +1,6 @@
 """The server's side of each search method: what it does with the average before evaluating it (ENAS: the
-controller's greedy child becomes the model; SMASH: the best-ranked candidate, with generated weights), and
-between rounds (PDARTS: a stage transition)."""
+best-ranked of the cells sampled from the controller it sent; SMASH: the best-ranked random candidate, with
+generated weights), and between rounds (PDARTS: a stage transition)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from fednas.methods.child import encode
 from fednas.methods.knobs import MethodKnobs
 from fednas.methods.pdarts import final_genotype, prune, stage_of, stage_spec
-from fednas.methods.rounds import Tensors, candidates, controller, hypernet
+from fednas.methods.rounds import Tensors, candidates, enas_candidates, hypernet
 from fednas.methods.smash import materialise
 from fednas.search_space import Genotype, SupernetSpec
 from fednas.seeds import METHOD_STREAM, generator
@@ -19,26 +19,27 @@ from fednas.state import unprefix
 from fednas.supernet import SuperNet, build_supernet
 
 
-def keep_model(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
+def keep_model(model: SuperNet, extra: Tensors, sent: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
                num_rounds: int) -> None:
-    """DARTS and PDARTS: the average is the model."""
+    """DARTS and PDARTS: the average is the model. (``extra``: the method's averaged tensors; ``sent``: those the
+    server broadcast this round.)"""
 
 
-def enas_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
+def enas_adopt(model: SuperNet, extra: Tensors, sent: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
                num_rounds: int) -> None:
-    """The model is the controller's greedy child on the shared weights (its encoded α); in the rounds that train
-    the child, the average is the model."""
+    """ENAS's derivation: the model is the best of the cells sampled from the controller the server sent, by the
+    clients' mean D^α accuracy with the shared weights (its encoded α); in the rounds that train the child, the
+    average is the model."""
     if knobs.trains_child(server_round, num_rounds):
         return
-    ctrl = controller(model, knobs)
-    ctrl.load_state_dict(unprefix(extra, "ctrl:"))
+    cells = enas_candidates(model, knobs, sent, seed, server_round)
+    best = int(extra["rank:scores"].argmax())
     with torch.no_grad():
-        child = ctrl.sample(None).child
-        for group, alpha in encode(child, model.spec).items():
+        for group, alpha in encode(cells[best], model.spec).items():
             model.alphas[group].copy_(alpha)
 
 
-def smash_adopt(model: SuperNet, extra: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
+def smash_adopt(model: SuperNet, extra: Tensors, sent: Tensors, knobs: MethodKnobs, seed: int, server_round: int,
                 num_rounds: int) -> None:
     """The model is the round's best candidate by the clients' mean D^α accuracy, with generated weights; in the
     rounds that train the child, the average is the model."""

@@ -16,7 +16,8 @@ def tiny_method(method: str, dataset: str, data_root: Path, out: Path, **kw: Any
     cfg = {"dataset": dataset, "data-root": str(data_root), "output-dir": str(out), "num-server-rounds": 2,
            "theta-steps": 3, "theta-batch-size": 8, "alpha-steps": 2, "alpha-batch-size": 4, "eval-samples": 64,
            "channels": 4, "nodes": 2, "samples-per-client": 80, "interceptor": "off", "search-method": method,
-           "smash-rank-samples": 16, "smash-candidates": 3, "enas-hidden": 16, "population-fraction": 0.5}
+           "smash-rank-samples": 16, "smash-candidates": 3, "enas-hidden": 16, "enas-candidates": 3,
+           "enas-rank-samples": 16, "population-fraction": 0.5}
     cfg.update(kw)
     return cfg
 

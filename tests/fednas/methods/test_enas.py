@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from fednas.methods.enas import Controller, reinforce_loss
@@ -45,6 +47,30 @@ def test_the_controller_samples_valid_cells_reproducibly():
     grads = torch.autograd.grad(first.log_prob, list(ctrl.parameters()), allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     assert ctrl.sample(None).child == ctrl.sample(None).child
+
+
+def test_a_node_never_takes_the_same_input_twice():
+    """The second input is drawn with the first one masked out; squashing the mask after applying it had turned
+    -inf into -2.5, and about 5 % of the nodes took one input twice (a cell the α encoding cannot represent)."""
+    ctrl = Controller(SupernetSpec(), hidden=16)
+    ctrl.reset_parameters(torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    pairs = [(a, b) for _ in range(100) for nodes in ctrl.sample(gen).child.values() for (a, _), (b, _) in nodes]
+    assert len(pairs) == 800 and all(a != b for a, b in pairs)
+
+
+def test_the_entropy_of_a_uniform_controller_counts_every_choice():
+    """All weights zero: every choice is uniform over what it may pick, and the sample's entropy is the sum of the
+    logs of the choices' sizes (the second input's included, with the first masked out)."""
+    spec = SupernetSpec()
+    ctrl = Controller(spec, hidden=8)
+    with torch.no_grad():
+        for p in ctrl.parameters():
+            p.zero_()
+    ops = sum(p != "none" for p in spec.primitives)
+    per_group = sum(math.log(2 + k) + math.log(1 + k) + 2 * math.log(ops) for k in range(spec.nodes))
+    entropy = float(ctrl.sample(torch.Generator().manual_seed(0)).entropy.detach())
+    assert abs(entropy - len(spec.alpha_groups()) * per_group) < 1e-4
 
 
 def test_the_baseline_is_a_moving_average():

@@ -71,3 +71,20 @@ def test_child_training_leaves_one_search_round_at_least():
     assert [half.trains_child(r, 5) for r in range(1, 6)] == [False, False, True, True, True]
     assert [half.trains_child(r, 2) for r in (1, 2)] == [False, True]
     assert not MethodKnobs(search_method="darts", child_train_share=0.9).trains_child(3, 3)
+
+
+def test_enas_adopts_the_best_ranked_cell_of_the_controller_it_sent(data_root, tmp_path):
+    """ENAS's derivation: round 1's model is the cell, among those sampled from the initial controller, with the
+    best mean D^α accuracy the clients sent back; each client ranked them on its own D^α sample."""
+    from fednas.methods.child import encode
+    from fednas.methods.rounds import enas_candidates, enas_extra
+
+    overrides = tiny_method("enas", "digits", data_root, tmp_path, **{"num-server-rounds": 1, "enas-candidates": 4})
+    run, _ = federate(overrides)
+    tensors, _ = load_tensors(run.dir / "checkpoints" / "round-0001.safetensors")
+    scores = tensors["rank:scores"]
+    assert scores.shape == (4,) and bool(((scores >= 0) & (scores <= 1)).all())
+    cells = enas_candidates(run.model, run.cfg, enas_extra(run.model, run.cfg, run.cfg.seed), run.cfg.seed, 1)
+    best = encode(cells[int(scores.argmax())], run.model.spec)
+    assert all(torch.equal(tensors[f"alpha:{g}"], a) for g, a in best.items())
+    assert len(cells) == 4 and any(c != cells[0] for c in cells[1:]), "the candidates are samples, not one cell"
