@@ -14,7 +14,7 @@ from fednas.methods.child import Child, child_forward, decode, uniform_child
 from fednas.methods.enas import Controller, reinforce_loss
 from fednas.methods.knobs import MethodKnobs
 from fednas.methods.pdarts import mark_pruned, set_skip_dropout, skip_rate, stage_of
-from fednas.methods.smash import HyperNet, child_accuracy, loss_on
+from fednas.methods.smash import HyperNet, loss_on, smash_forward
 from fednas.search import (
     AlphaStepFn,
     LocalSearchConfig,
@@ -177,11 +177,9 @@ def enas_round(inp: RoundInputs) -> RoundOutputs:
         rewards.append(reward)
         result.book("alpha", float(loss.detach()), correct, len(y), batch_ids(data, positions))
     ranked = rank_sample(inp.alpha_set, knobs.enas_rank_samples, gen)
-    cells = enas_candidates(model, knobs, inp.extra, inp.seed, inp.server_round)
     model.eval()
-    with torch.no_grad():
-        scores = torch.tensor([float((child_forward(model, ranked.images, c).argmax(1) == ranked.labels).float()
-                                     .mean()) for c in cells], dtype=torch.float64)
+    scores = rank(lambda x, c: child_forward(model, x, c),
+                  enas_candidates(model, knobs, inp.extra, inp.seed, inp.server_round), ranked)
     result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
     extra = {f"ctrl:{k}": v.detach().clone() for k, v in ctrl.state_dict().items()}
     extra["rank:scores"] = scores
@@ -213,11 +211,21 @@ def candidates(seed: int, server_round: int, model: SuperNet, k: int) -> list[Ch
     return [uniform_child(model.spec, gen) for _ in range(k)]
 
 
-def rank(model: SuperNet, hyper: HyperNet, children: list[Child], alpha_set: ImageSet) -> torch.Tensor:
-    """Each candidate's accuracy on ``alpha_set`` with generated weights (ranking reads D^α only)."""
-    model.eval()
-    x, y = alpha_set.batch(torch.arange(len(alpha_set)), "cpu")
-    return torch.tensor([child_accuracy(model, hyper, c, x, y) for c in children], dtype=torch.float64)
+Forward = Callable[[torch.Tensor, Child], torch.Tensor]
+
+
+@torch.no_grad()
+def rank(forward: Forward, children: list[Child], ranked: ImageSet, batch_size: int = 500) -> torch.Tensor:
+    """Each candidate's accuracy on ``ranked`` (a sample of D^α: ranking reads D^α only), ``forward(x, child)``
+    giving its logits (ENAS: the shared weights; SMASH: generated weights)."""
+    scores = []
+    for child in children:
+        correct = 0
+        for start in range(0, len(ranked), batch_size):
+            x, y = ranked.batch(torch.arange(start, min(start + batch_size, len(ranked))), "cpu")
+            correct += int((forward(x, child).argmax(1) == y).sum())
+        scores.append(correct / max(len(ranked), 1))
+    return torch.tensor(scores, dtype=torch.float64)
 
 
 def smash_round(inp: RoundInputs) -> RoundOutputs:
@@ -233,7 +241,9 @@ def smash_round(inp: RoundInputs) -> RoundOutputs:
     result = _train_on_theta(inp, [*model.weight_parameters(), *hyper.parameters()],
                              lambda x, y: loss_on(model, hyper, x, y, uniform_child(model.spec, gen)))
     ranked = rank_sample(inp.alpha_set, inp.knobs.smash_rank_samples, gen)
-    scores = rank(model, hyper, candidates(inp.seed, inp.server_round, model, inp.knobs.smash_candidates), ranked)
+    model.eval()
+    scores = rank(lambda x, c: smash_forward(model, hyper, x, c),
+                  candidates(inp.seed, inp.server_round, model, inp.knobs.smash_candidates), ranked)
     result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
     extra = {f"hyper:{k}": v.detach().clone() for k, v in hyper.state_dict().items()}
     extra["rank:scores"] = scores

@@ -112,16 +112,6 @@ def smash_forward(model: SuperNet, hyper: HyperNet, x: torch.Tensor, child: Mapp
     return out
 
 
-@torch.no_grad()
-def child_accuracy(model: SuperNet, hyper: HyperNet, child: Mapping[str, CellChoice], images: torch.Tensor,
-                   labels: torch.Tensor, batch_size: int = 500) -> float:
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        logits = smash_forward(model, hyper, images[start:start + batch_size], child)
-        correct += int((logits.argmax(1) == labels[start:start + batch_size]).sum())
-    return correct / max(len(labels), 1)
-
-
 def materialise(model: SuperNet, hyper: HyperNet, child: Mapping[str, CellChoice]) -> None:
     """Write the child's generated weights into the supernet's θ (and its encoding into α): the supernet is then
     the child with SMASH's weights, servable like any model."""

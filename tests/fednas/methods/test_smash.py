@@ -1,11 +1,7 @@
 import torch
 
-from fednas.batches import ImageSet
-from fednas.methods import rounds
 from fednas.methods.child import uniform_child
-from fednas.methods.knobs import MethodKnobs
 from fednas.methods.smash import HyperNet, generated_slots, materialise, smash_forward
-from fednas.search import LocalSearchConfig
 from fednas.search_space import SupernetSpec
 from fednas.supernet import MixedOp, build_supernet
 
@@ -49,24 +45,3 @@ def test_the_hypernetwork_learns_through_the_generated_weights():
     materialise(model, hyper, child)
     x = torch.rand(2, 1, 8, 8)
     torch.testing.assert_close(model(x), smash_forward(model, hyper, x, child), rtol=1e-5, atol=1e-5)
-
-
-def test_ranking_reads_d_alpha_only(monkeypatch, data_root, mnist_or_digits):
-    from fednas.data import load_dataset
-    from fednas.search_space import SupernetSpec as Spec
-
-    data = load_dataset(mnist_or_digits, str(data_root))
-    spec = Spec(image_size=data.image_size, channels=4, cells=3, nodes=2)
-    model = build_supernet(spec, data.mean, data.std, torch.Generator().manual_seed(0))
-    knobs = MethodKnobs(search_method="smash", smash_candidates=2, smash_rank_samples=10, smash_hidden=4)
-    theta = ImageSet.take(data.train_images, data.train_labels, torch.arange(0, 40).numpy())
-    alpha = ImageSet.take(data.train_images, data.train_labels, torch.arange(100, 140).numpy())
-    seen = []
-    real_rank = rounds.rank
-    monkeypatch.setattr(rounds, "rank", lambda m, h, c, s: seen.append(set(s.ids.tolist())) or real_rank(m, h, c, s))
-    out = rounds.smash_round(rounds.RoundInputs(
-        knobs, LocalSearchConfig(theta_steps=2, theta_batch_size=8), 0, 1, 2, model,
-        rounds.smash_extra(model, knobs, 0), theta, alpha, torch.Generator().manual_seed(0)))
-    assert len(seen) == 1 and len(seen[0]) == 10 and seen[0] <= set(alpha.ids.tolist())
-    assert out.extra["rank:scores"].shape == (2,)
-    assert set(out.result.alpha_batches[0]) == seen[0], "the ranked D^α images are the ones logged as used"
