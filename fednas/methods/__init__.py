@@ -102,7 +102,7 @@ SEARCH_METHODS.add("smash", SearchMethod(
                                "child-training rounds, child-train-share)"},
                {THETA_ATTACKS: None}),   # the adopted cell's own weights train alone under the α on the wire
     rounds.smash_round, rounds.smash_extra, server.same_spec, server.smash_adopt, server.no_transition,
-    server.softmax_genotype, version=3))   # 2: nodes are means; 3: child-train-share
+    server.softmax_genotype, version=4))   # 2: nodes are means; 3: child-train-share; 4: 32 candidates
 assert SEARCH_METHODS.names() == METHOD_NAMES
 
 __all__ = ["ALPHA_ATTACKS", "SEARCH_METHODS", "THETA_ATTACKS", "MethodKnobs", "SearchMethod", "WireLayout"]

@@ -50,7 +50,7 @@ class MethodKnobs(BaseModel):
                                                                          "candidates on (0: all of D^α)")
     smash_hidden: int = Field(8, ge=1, le=256, description="SMASH: width of the hypernetwork's code of an "
                                                            "architecture")
-    smash_candidates: int = Field(8, ge=1, le=1024, description="SMASH: random architectures ranked on D^α each "
+    smash_candidates: int = Field(32, ge=1, le=1024, description="SMASH: random architectures ranked on D^α each "
                                                                 "round (the best is the round's model)")
     smash_rank_samples: int = Field(500, ge=0, le=10_000_000, description="SMASH: D^α images each client ranks "
                                                                            "the candidates on (0: all of D^α)")
