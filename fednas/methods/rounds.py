@@ -29,6 +29,7 @@ from fednas.state import unprefix
 from fednas.supernet import SuperNet
 
 Tensors = dict[str, torch.Tensor]
+Forward = Callable[[torch.Tensor, Child], torch.Tensor]   # a candidate's logits: forward(images, child)
 
 
 @dataclass
@@ -176,11 +177,9 @@ def enas_round(inp: RoundInputs) -> RoundOutputs:
         ctrl_opt.step()
         rewards.append(reward)
         result.book("alpha", float(loss.detach()), correct, len(y), batch_ids(data, positions))
-    ranked = rank_sample(inp.alpha_set, knobs.enas_rank_samples, gen)
-    model.eval()
-    scores = rank(lambda x, c: child_forward(model, x, c),
-                  enas_candidates(model, knobs, inp.extra, inp.seed, inp.server_round), ranked)
-    result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
+    scores = rank_on_alpha(inp, result, lambda x, c: child_forward(model, x, c),
+                           enas_candidates(model, knobs, inp.extra, inp.seed, inp.server_round),
+                           knobs.enas_rank_samples)
     extra = {f"ctrl:{k}": v.detach().clone() for k, v in ctrl.state_dict().items()}
     extra["rank:scores"] = scores
     metrics = {"enas-reward": sum(rewards) / max(len(rewards), 1), "enas-baseline": float(ctrl.baseline),
@@ -198,20 +197,22 @@ def enas_candidates(model: SuperNet, knobs: MethodKnobs, sent: Tensors, seed: in
         return [ctrl.sample(gen).child for _ in range(knobs.enas_candidates)]
 
 
-def rank_sample(alpha_set: ImageSet, cap: int, gen: torch.Generator) -> ImageSet:
-    """The D^α images a client ranks candidates on: a random ``cap`` of them (0: all)."""
-    order = torch.randperm(len(alpha_set), generator=gen)
+def rank_on_alpha(inp: RoundInputs, result: LocalSearchResult, forward: Forward, children: list[Child],
+                  cap: int) -> torch.Tensor:
+    """Rank ``children`` on a random ``cap`` of the client's D^α images (0: all), booked as used; their scores."""
+    order = torch.randperm(len(inp.alpha_set), generator=inp.generator)
     chosen = order[:cap] if cap else order
-    return ImageSet(alpha_set.images[chosen], alpha_set.labels[chosen], alpha_set.ids[chosen.numpy()])
+    ranked = ImageSet(inp.alpha_set.images[chosen], inp.alpha_set.labels[chosen], inp.alpha_set.ids[chosen.numpy()])
+    inp.model.eval()
+    scores = rank(forward, children, ranked)
+    result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
+    return scores
 
 
 def candidates(seed: int, server_round: int, model: SuperNet, k: int) -> list[Child]:
     """The round's SMASH candidates: the same on every client and on the server (a stream of the run seed)."""
     gen = generator(seed, METHOD_STREAM, 1, server_round)
     return [uniform_child(model.spec, gen) for _ in range(k)]
-
-
-Forward = Callable[[torch.Tensor, Child], torch.Tensor]
 
 
 @torch.no_grad()
@@ -240,11 +241,9 @@ def smash_round(inp: RoundInputs) -> RoundOutputs:
     hyper.load_state_dict(unprefix(inp.extra, "hyper:"))
     result = _train_on_theta(inp, [*model.weight_parameters(), *hyper.parameters()],
                              lambda x, y: loss_on(model, hyper, x, y, uniform_child(model.spec, gen)))
-    ranked = rank_sample(inp.alpha_set, inp.knobs.smash_rank_samples, gen)
-    model.eval()
-    scores = rank(lambda x, c: smash_forward(model, hyper, x, c),
-                  candidates(inp.seed, inp.server_round, model, inp.knobs.smash_candidates), ranked)
-    result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
+    scores = rank_on_alpha(inp, result, lambda x, c: smash_forward(model, hyper, x, c),
+                           candidates(inp.seed, inp.server_round, model, inp.knobs.smash_candidates),
+                           inp.knobs.smash_rank_samples)
     extra = {f"hyper:{k}": v.detach().clone() for k, v in hyper.state_dict().items()}
     extra["rank:scores"] = scores
     return RoundOutputs(result, extra, {"smash-best-score": float(scores.max())})
