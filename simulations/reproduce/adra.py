@@ -89,7 +89,9 @@ def probe(cell: Cell, settings: AdraSettings, data_root: str, seed: int, budget_
     """Seconds the cell would take, measured on round-0 weights before they are spent. First a lower bound from
     one capture per variant (batching never makes an iteration cheaper than one row's); when it already exceeds
     ``budget_s`` that bound is the answer. Otherwise one full batch of captures is attacked for 1 and for 3
-    iterations by each variant: the difference is the cost of an iteration, the rest a batch's fixed cost."""
+    iterations by each variant: the difference is the cost of an iteration, the rest a batch's fixed cost.
+    ``not_applicable``: what a variant's attack answered when it refused the probe's captures (the cell would only
+    say so, so the runner takes it after the cells that can give numbers)."""
     lower = _estimate(cell, settings, data_root, seed, probe_captures=1, stop_above=budget_s)
     if lower["estimated_s"] > budget_s:
         return lower | {"bound": "lower"}
@@ -102,7 +104,7 @@ def _estimate(cell: Cell, settings: AdraSettings, data_root: str, seed: int, pro
     variants are probed in turn until the sum passes ``stop_above`` (the rest would only add to it)."""
     case, knobs = _case(cell)
     captures = len(_indices(cell, settings)) // case.batch_size
-    total, parts, setups = 0.0, {}, {}
+    total, parts, setups, refused = 0.0, {}, {}, {}
     for name in settings.variants:
         variant = VARIANTS.get(name)
         full = variant_settings(variant, settings.attack)
@@ -115,8 +117,11 @@ def _estimate(cell: Cell, settings: AdraSettings, data_root: str, seed: int, pro
                                                 seed, knobs)
             total += (time.perf_counter() - tick) * (captures + settings.train_steps) / probe_k
         seconds = []
-        run_attack(setups[variant.threat], full.model_copy(update={"attack_iterations": 1,
-                                                                  "inversion_iterations": 1}), variant.method, seed)
+        warm = run_attack(setups[variant.threat], full.model_copy(update={"attack_iterations": 1,
+                                                                         "inversion_iterations": 1}),
+                          variant.method, seed)
+        if "not_applicable" in warm:
+            refused[name] = warm["not_applicable"]
         for iters in (1, 3):   # after a warm-up: loading the oracle and the prior is not a batch's cost
             quick = full.model_copy(update={"attack_iterations": iters, "inversion_iterations": iters})
             tick = time.perf_counter()
@@ -128,7 +133,7 @@ def _estimate(cell: Cell, settings: AdraSettings, data_root: str, seed: int, pro
         total += parts[name]
         if total > stop_above:
             break
-    return {"estimated_s": total, "per_variant_s": parts}
+    return {"estimated_s": total, "per_variant_s": parts} | ({"not_applicable": refused} if refused else {})
 
 
 def not_run_reason(cell: Cell, settings: AdraSettings) -> str | None:

@@ -85,6 +85,8 @@ def probe_cells(scenario: Scenario, scale: str, settings: Any, ctx: Context, key
         if reason is None and scenario.scales[scale].probe:   # type: ignore[index]
             probe = probe_apart(scenario.kind, cell, settings, ctx)
             entry.update(estimated_s=float(probe["estimated_s"]), bound=probe["bound"], rank=probe.get("rank", 0))
+            if probe.get("not_applicable"):
+                entry["not_applicable"] = probe["not_applicable"]
             log(f"archleak: {scenario.table} {cell.id}: estimated {entry['estimated_s']:.0f} s ({probe['bound']})")
         entries[cell.id] = entry
         atomic_write_json(plan_path, {"stamp": key, "budget_s": ctx.budget_s, "cells": entries})
@@ -179,9 +181,11 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     return TableRun(table, folder, computed, reused, rows, meta)
 
 
-def _run_order(entry: dict[str, Any]) -> tuple[int, float]:
-    """Cells of a lower ``rank`` first (a cell that others read), then the cheapest."""
-    return int(entry.get("rank") or 0), float(entry.get("estimated_s") or 0.0)
+def _run_order(entry: dict[str, Any]) -> tuple[int, bool, float]:
+    """Cells of a lower ``rank`` first (a cell that others read), then those whose probe the attack did not refuse
+    (a refused cell's rows only say so), then the cheapest."""
+    return (int(entry.get("rank") or 0), bool(entry.get("not_applicable")),
+            float(entry.get("estimated_s") or 0.0))
 
 
 PENDING = "not run yet: the run stopped before this cell (continue with --resume)"

@@ -107,6 +107,14 @@ def test_a_cell_others_read_runs_first_whatever_its_cost() -> None:
     assert sorted(entries, key=lambda c: _run_order(entries[c])) == ["old", "none", "md", "tls"]
 
 
+def test_a_cell_whose_probe_the_attack_refused_runs_after_those_that_give_numbers() -> None:
+    from simulations.reproduce.runner import _run_order
+
+    entries = {"b8 p256": {"estimated_s": 1521.0, "not_applicable": {"paper": "update not finite"}},
+               "b8 p32": {"estimated_s": 1706.0}, "b2 p32": {"estimated_s": 698.0}}
+    assert sorted(entries, key=lambda c: _run_order(entries[c])) == ["b2 p32", "b8 p32", "b8 p256"]
+
+
 def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pytest.MonkeyPatch,
                                                                tmp_path: Path) -> None:
     """Cheapest first; each estimate is corrected by how the finished cells' measured time compared with theirs."""
