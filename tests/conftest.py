@@ -11,6 +11,9 @@ import os
 # Set before torch is imported, so that the OpenMP pool is created with one thread.
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
+# Simulated federations call their clients in this process instead of starting Ray (10-40 s per federation here):
+# the same run (tests/simulations/test_engines.py compares the models); `flwr run .` and that comparison use Ray.
+os.environ.setdefault("ARCHLEAK_SIMULATION_ENGINE", "in-process")
 
 import shutil
 from pathlib import Path
