@@ -198,10 +198,20 @@ def report_markdown(tables: Sequence[tuple[Scenario, Any, Mapping[str, Any]]]) -
                              f"{sample_size(r, headline)}; no paper "
                              f"number at this cell{_chance(r, headline, scenario.kind)}.")
         lines += _diagnostics(scenario.kind, rows)
-        not_run = sorted({str(r.get("note")) for r in rows if r.get("status") != "done" and r.get("note")})
-        lines += [f"- Not measured: {reason}." for reason in not_run]
+        lines += _not_measured(rows)
         lines.append("")
     return "\n".join(lines)
+
+
+def _not_measured(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per reason a cell gave no number, naming the cells it holds for (in the table's order)."""
+    cells: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("status") != "done" and r.get("note"):
+            held = cells.setdefault(str(r["note"]), [])
+            if r["cell"] not in held:
+                held.append(str(r["cell"]))
+    return [f"- Not measured ({', '.join(held)}): {reason}." for reason, held in cells.items()]
 
 
 def _chance(row: Mapping[str, Any], headline: Any, kind: str) -> str:

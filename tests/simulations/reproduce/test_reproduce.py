@@ -211,11 +211,13 @@ def test_report_sections_come_from_the_rows() -> None:
              "n_nonmembers": 400},
             {"cell": "dataset=mnist p=32", "attack": "rmia", "status": "done", "accuracy": 0.49,
              "accuracy_lo": 0.46, "accuracy_hi": 0.52, "paper_accuracy": None},
-            {"cell": "dataset=cifar100 p=32", "status": "not run", "note": "not run: dataset cifar100 not present"}]
+            {"cell": "dataset=cifar100 p=32", "status": "not run", "note": "not run: dataset cifar100 not present"},
+            {"cell": "dataset=cifar100 p=64", "status": "not run", "note": "not run: dataset cifar100 not present"}]
     text = report_markdown([(scenario, head, {"rows": rows, "scale": "cpu", "seconds": 10.0})])
     assert "ours 0.700 [0.670, 0.730] (n = 1,000), paper 0.560: ours above the paper" in text
     assert "(rmia): ours 0.490 [0.460, 0.520]; no paper number at this cell; chance (0.5) within the interval" in text
-    assert "train–test gap" in text and "Not measured: not run: dataset cifar100 not present" in text
+    assert "train–test gap" in text and (
+        "Not measured (dataset=cifar100 p=32, dataset=cifar100 p=64): not run: dataset cifar100 not present" in text)
 
 
 def test_report_lines_of_table6_give_each_attack_its_own_change_n_and_paper_number() -> None:
