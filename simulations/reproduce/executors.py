@@ -50,6 +50,13 @@ class Executor:
     columns: tuple[str, ...]
     headline: Headline
     extra: tuple[tuple[str, str], ...] = field(default=())   # (row key, label) of more Markdown columns
+    # the cost order of the cells, where there is one: no cell of a higher tier costs less than one of a lower
+    tier: Callable[[Cell], float] | None = None
+
+
+def by_p(cell: Cell) -> float:
+    """ADRA and AMIA cells cost more with the network size P, whatever their other knobs."""
+    return float(cell.knobs.get("p", 0))
 
 
 EXECUTORS: Registry[Executor] = Registry("scenario kind")
@@ -63,7 +70,7 @@ EXECUTORS.add("adra", Executor(
              "variant", (("baseline_recognised", "label-only"), ("identified", "identified"),
                          ("psnr", "PSNR dB"), ("ssim", "SSIM")), "recognised_k", ("n",)),
     (("n", "n"), ("weights_test_accuracy", "weights' test acc"), ("truth_match", "truth match"),
-     ("attack_match", "attack match"))))
+     ("attack_match", "attack match")), by_p))
 EXECUTORS.add("amia", Executor(
     amia.AmiaSettings,
     lambda cell, s, ctx: amia.skip(cell, s, ctx.data_root),
@@ -75,7 +82,7 @@ EXECUTORS.add("amia", Executor(
              ("n_members", "n_nonmembers")),
     (("n_members", "members"), ("tpr@1%fpr", "TPR@1%"), ("tpr@0.1%fpr", "TPR@0.1%"), ("tp@0.1%fpr", "TP@0.1%"),
      ("target_theta_accuracy", "train acc (D^θ)"), ("target_nonmember_accuracy", "non-member acc"),
-     ("gap", "gap"))))
+     ("gap", "gap")), by_p))
 EXECUTORS.add("defense", Executor(
     defense.DefenseSettings,
     lambda cell, s, ctx: defense.skip(cell),

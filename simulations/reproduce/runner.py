@@ -2,9 +2,11 @@
 
 Layout under ``OUT/<table>/``: ``plan.json`` (each cell's probe, saved as it comes, and which cells ran),
 ``cells/<cell>.json`` (one finished cell, written atomically: a stopped run loses at most the cell in progress),
-then ``<table>.csv``, ``<table>.md``, ``<table>.json`` and ``<table>.png`` from the finished cells. The cheapest
-cells run first, so a budget buys as many cells as it can; a cell whose estimate (corrected by what the finished
-cells measured against theirs) does not fit what is left is not run and says so with its estimate.
+then ``<table>.csv``, ``<table>.md``, ``<table>.json`` and ``<table>.png`` from the finished cells. Cells are
+probed and run tier by tier of network size P (ADRA, AMIA), and within a tier the cheapest first, so a budget buys
+as many cells as it can; the probes' seconds count against it. A cell whose estimate (corrected by what the
+finished cells measured against theirs) does not fit what is left is not run and says so with its estimate, and
+the larger tiers after it are not probed.
 """
 
 from __future__ import annotations
@@ -71,26 +73,27 @@ def settings_for(scenario: Scenario, scale: str) -> Any:
                             f"{first['msg']}") from None
 
 
-def probe_cells(scenario: Scenario, scale: str, settings: Any, ctx: Context, key: str, plan_path: Path,
-                known: dict[str, Any], log: Log) -> dict[str, Any]:
-    """Per cell: why it cannot run here (or None) and its measured cost estimate. Each probe is saved as it
-    comes (``known`` holds those of an interrupted run with the same stamp), so a restart does not probe again."""
+def probe_cell(scenario: Scenario, scale: str, settings: Any, ctx: Context, cell: Cell, entries: dict[str, Any],
+               plan_path: Path, key: str) -> dict[str, Any]:
+    """The cell's plan entry: why it cannot run here (or None) and its measured cost estimate, with the seconds the
+    probe took (they count against the budget). Saved as it comes, so a restart does not probe again."""
+    if cell.id in entries:
+        return dict(entries[cell.id])
     executor = EXECUTORS.get(scenario.kind)
-    entries = dict(known)
-    for cell in scenario.cells(scale):
-        if cell.id in entries:
-            continue
-        reason = executor.skip(cell, settings, ctx)
-        entry: dict[str, Any] = {"reason": reason, "estimated_s": None, "bound": None}
-        if reason is None and scenario.scales[scale].probe:   # type: ignore[index]
-            probe = probe_apart(scenario.kind, cell, settings, ctx)
-            entry.update(estimated_s=float(probe["estimated_s"]), bound=probe["bound"], rank=probe.get("rank", 0))
-            if probe.get("not_applicable"):
-                entry["not_applicable"] = probe["not_applicable"]
-            log(f"archleak: {scenario.table} {cell.id}: estimated {entry['estimated_s']:.0f} s ({probe['bound']})")
-        entries[cell.id] = entry
-        atomic_write_json(plan_path, {"stamp": key, "budget_s": ctx.budget_s, "cells": entries})
-    return entries
+    reason = executor.skip(cell, settings, ctx)
+    entry: dict[str, Any] = {"reason": reason, "estimated_s": None, "bound": None}
+    if reason is None and scenario.scales[scale].probe:   # type: ignore[index]
+        tick = time.perf_counter()
+        probe = probe_apart(scenario.kind, cell, settings, ctx)
+        entry.update(estimated_s=float(probe["estimated_s"]), bound=probe["bound"], rank=probe.get("rank", 0),
+                     probe_s=round(time.perf_counter() - tick, 1))
+        if probe.get("not_applicable"):
+            entry["not_applicable"] = probe["not_applicable"]
+        ctx.log(f"archleak: {scenario.table} {cell.id}: estimated {entry['estimated_s']:.0f} s ({probe['bound']}; "
+                f"probed in {entry['probe_s']:.0f} s)")
+    entries[cell.id] = entry
+    atomic_write_json(plan_path, {"stamp": key, "budget_s": ctx.budget_s, "cells": entries})
+    return entry
 
 
 def probe_apart(kind: str, cell: Cell, settings: Any, ctx: Context) -> dict[str, Any]:
@@ -109,14 +112,16 @@ def _probe(kind: str, cell: Cell, settings: Any, ctx: Context) -> dict[str, Any]
     return EXECUTORS.get(kind).probe(cell, settings, ctx)
 
 
-def admit(entry: dict[str, Any], finished: list[dict[str, Any]], budget: float) -> str | None:
-    """None when the cell fits the budget left; else why not. The estimate is corrected by the ratio of measured
-    to estimated seconds of the cells finished so far (a loaded machine, or a pessimistic probe, shows there)."""
+def admit(entry: dict[str, Any], finished: list[dict[str, Any]], budget: float, probed_s: float = 0.0
+          ) -> str | None:
+    """None when the cell fits the budget left (after the finished cells and the probes); else why not. The
+    estimate is corrected by the ratio of measured to estimated seconds of the cells finished so far (a loaded
+    machine, or a pessimistic probe, shows there)."""
     if entry["reason"] is not None:
         return str(entry["reason"])
     if entry["estimated_s"] is None:
         return None
-    spent = sum(r["seconds"] for r in finished)
+    spent = sum(r["seconds"] for r in finished) + probed_s
     estimated = sum(r["estimated_s"] for r in finished if r.get("estimated_s"))
     measured = sum(r["seconds"] for r in finished if r.get("estimated_s"))
     ratio = measured / estimated if estimated > 0 else 1.0
@@ -126,14 +131,16 @@ def admit(entry: dict[str, Any], finished: list[dict[str, Any]], budget: float) 
     at_least = "at least " if entry["bound"] == "lower" else ""
     scaled = (f" (the probe's {entry['estimated_s']:.0f} s x {ratio:.2f}, measured over estimated so far)"
               if ratio != 1.0 else "")
+    probes = f" (the probes took {probed_s:.0f} s of it)" if probed_s else ""
     return (f"not run on this scale: estimated {at_least}{cost:.0f} s{scaled}, beyond the "
-            f"{max(budget - spent, 0):.0f} s left of the {budget:.0f} s budget")
+            f"{max(budget - spent, 0):.0f} s left of the {budget:.0f} s budget{probes}")
 
 
 def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: bool = False, data_root: str = "",
                     progress: Progress = lambda *a: None, log: Log = print, report_only: bool = False,
                     budget_s: float | None = None) -> TableRun:
-    """Probe every cell, then run them cheapest first while each fits the budget left; outputs in the axes' order.
+    """Tier by tier of the executor's cost order, probe the cells, then run them cheapest first while each fits the
+    budget left (probes count against it); outputs in the axes' order.
     ``report_only``: no probe and no cell runs; the outputs are written from the cells already finished.
     ``budget_s``: the table's wall-time budget instead of the scale's (``report_only`` without it: the budget the
     table ran under, from its ``plan.json``)."""
@@ -149,28 +156,36 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     ran_under = previous.get("budget_s") if report_only and known else None   # the table as it was run
     budget = budget_s or ran_under or scenario.scales[scale].budget_s
     ctx = Context(data_root=data_root, seed=seed, folder=folder, scale=scale, log=log, budget_s=budget)
-    entries = known if report_only else probe_cells(scenario, scale, settings, ctx, key, plan_path, known, log)
     cells = scenario.cells(scale)
-    order = sorted(cells, key=lambda c: _run_order(entries.get(c.id, {})))   # stable at equal cost
-    computed, reused, records = [], [], {}
+    entries, computed, reused, records = dict(known), [], [], {}
     finished: list[dict[str, Any]] = []
-    for done, cell in enumerate(order):
-        progress(f"{table} cells", done, len(cells))
-        path = folder / "cells" / f"{cell_slug(cell.id)}.json"
-        record = _finished(path, key) if resume else None
-        if record is not None:
+    blocked: str | None = None
+    for tier in _tiers(scenario, cells):
+        pending = []
+        for cell in tier:
+            record = _finished(_cell_path(folder, cell), key) if resume else None
+            if record is None:
+                pending.append(cell)
+                continue
             reused.append(cell.id)
-        elif report_only:   # what the budget says now, else that the run stopped first
-            reason = (admit(entries[cell.id], finished, budget) if cell.id in entries else None) or PENDING
-            record = _not_run(cell, reason, key, entries.get(cell.id, {}))
-        else:
-            record = _run_cell(scenario, cell, settings, ctx, admit(entries[cell.id], finished, budget),
-                               entries[cell.id], key, progress, log)
-            atomic_write_json(path, record)
-            computed.append(cell.id)
-        records[cell.id] = record
-        if record.get("ran"):
+            records[cell.id] = record
             finished.append(record)
+        if not report_only and blocked is None:
+            for cell in pending:   # the probe's lower bound stops early beyond what is left
+                left = max(budget - _spent(finished, entries), 0.0)
+                probe_cell(scenario, scale, settings, dataclasses.replace(ctx, budget_s=left), cell, entries,
+                           plan_path, key)
+        for cell in sorted(pending, key=lambda c: _run_order(entries.get(c.id, {}))):   # stable at equal cost
+            progress(f"{table} cells", len(records), len(cells))
+            record = _decide(scenario, cell, settings, ctx, entries, finished, budget, blocked, report_only, key,
+                             progress)
+            if not report_only:
+                atomic_write_json(_cell_path(folder, cell), record)
+                computed.append(cell.id)
+            records[cell.id] = record
+            if record.get("ran"):
+                finished.append(record)
+        blocked = blocked or _blocks(scenario, [records[c.id] for c in pending], entries)
     progress(f"{table} cells", len(cells), len(cells))
     ordered = [records[c.id] for c in cells]
     rows = [row for r in ordered for row in r["rows"]]
@@ -179,6 +194,53 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
     atomic_write_json(plan_path, plan)
     meta = write_outputs(scenario, scale, seed, settings, plan, ordered, rows, folder)
     return TableRun(table, folder, computed, reused, rows, meta)
+
+
+def _tiers(scenario: Scenario, cells: list[Cell]) -> list[list[Cell]]:
+    """The cells in tiers of the executor's cost order (one tier where it has none): a tier is probed and run
+    before the next, so a budget never pays to probe cells larger than one that did not fit."""
+    tier = EXECUTORS.get(scenario.kind).tier
+    keys = sorted({tier(c) for c in cells}) if tier else [0.0]
+    return [[c for c in cells if (tier(c) if tier else 0.0) == k] for k in keys]
+
+
+def _spent(finished: list[dict[str, Any]], entries: dict[str, Any]) -> float:
+    return sum(r["seconds"] for r in finished) + _probed(entries)
+
+
+def _probed(entries: dict[str, Any]) -> float:
+    return float(sum(e.get("probe_s") or 0.0 for e in entries.values()))
+
+
+def _decide(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, entries: dict[str, Any],
+            finished: list[dict[str, Any]], budget: float, blocked: str | None, report_only: bool, key: str,
+            progress: Progress) -> dict[str, Any]:
+    """Run the cell, or the record of why it is not run: it cannot run here, it does not fit the budget left, a
+    smaller cell did not fit (``blocked``), or, when only writing the report, the run stopped before it."""
+    entry = entries.get(cell.id, {})
+    if report_only:
+        reason = (admit(entry, finished, budget, _probed(entries)) if entry else None) or PENDING
+        return _not_run(cell, reason, key, entry)
+    if blocked is not None and not entry:
+        reason = EXECUTORS.get(scenario.kind).skip(cell, settings, ctx) or blocked
+        ctx.log(f"archleak: {scenario.table} {cell.id}: {reason}")
+        return _not_run(cell, reason, key, entry)
+    return _run_cell(scenario, cell, settings, ctx, admit(entry, finished, budget, _probed(entries)), entry, key,
+                     progress, ctx.log)
+
+
+def _blocks(scenario: Scenario, records: list[dict[str, Any]], entries: dict[str, Any]) -> str | None:
+    """Why the next tiers are not probed: a cell of this tier that could run here did not fit the budget."""
+    for record in records:
+        entry = entries.get(record["cell"]["id"], {})
+        if not record.get("ran") and entry.get("reason") is None and entry.get("estimated_s") is not None:
+            return (f"not run on this scale: larger than {record['cell']['id']}, which did not fit the budget left "
+                    f"(so not probed)")
+    return None
+
+
+def _cell_path(folder: Path, cell: Cell) -> Path:
+    return folder / "cells" / f"{cell_slug(cell.id)}.json"
 
 
 def _run_order(entry: dict[str, Any]) -> tuple[int, bool, float]:

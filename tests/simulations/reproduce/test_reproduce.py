@@ -154,6 +154,44 @@ def test_the_planner_runs_the_cheapest_cells_within_the_budget(monkeypatch: pyte
     assert [r["status"] for r in again.rows] == ["done", "done"] and again.meta["plan"]["budget_s"] == 10.0
 
 
+def test_a_budget_does_not_pay_to_probe_cells_larger_than_one_that_did_not_fit(monkeypatch: pytest.MonkeyPatch,
+                                                                                 tmp_path: Path) -> None:
+    """Tier by tier of P: the probes' seconds count against the budget, and once a cell of a tier does not fit,
+    the larger tiers are written as not run without a probe."""
+    costs = {"batch-size=1 p=32": 0.01, "batch-size=2 p=32": 0.02, "batch-size=1 p=64": 5.0,
+             "batch-size=2 p=64": 0.01, "batch-size=1 p=96": 0.01, "batch-size=2 p=96": 0.01}
+    probed: list[str] = []
+
+    def probe(cell, settings, ctx):
+        probed.append(cell.id)
+        time.sleep(0.05)
+        return {"estimated_s": costs[cell.id], "bound": "measured"}
+
+    def run_cell(cell, settings, ctx, progress):
+        time.sleep(costs[cell.id])   # as estimated
+        return {"rows": [{"cell": cell.id, "variant": "paper", "status": "done"}]}
+
+    fake = dataclasses.replace(EXECUTORS.get("adra"), probe=probe, run_cell=run_cell)
+    monkeypatch.setitem(EXECUTORS._items, "adra", fake)
+    monkeypatch.setattr("simulations.reproduce.runner.probe_apart",
+                        lambda kind, cell, settings, ctx: EXECUTORS.get(kind).probe(cell, settings, ctx))
+    scenario = load_scenario("table2")
+    scales = dict(scenario.scales)
+    scales["ci"] = scales["ci"].model_copy(update={"probe": True, "budget_s": 1.0,
+                                                   "axes": {"batch-size": [1, 2], "p": [32, 64, 96]},
+                                                   "settings": {**scales["ci"].settings, "max-p": 96}})
+    monkeypatch.setattr("simulations.reproduce.runner.load_scenario",
+                        lambda table: scenario.model_copy(update={"scales": scales}))
+    result = reproduce_table("table2", "ci", 0, tmp_path, log=lambda line: None)
+    status = {r["cell"]: r for r in result.rows}
+    assert probed == ["batch-size=1 p=32", "batch-size=2 p=32", "batch-size=1 p=64", "batch-size=2 p=64"]
+    assert [status[c]["status"] for c in costs] == ["done", "done", "not run", "done", "not run", "not run"]
+    assert "the probes took" in status["batch-size=1 p=64"]["note"]
+    assert "larger than batch-size=1 p=64, which did not fit" in status["batch-size=1 p=96"]["note"]
+    plan = json.loads((tmp_path / "table2" / "plan.json").read_text())
+    assert all(plan["cells"][c]["probe_s"] >= 0.0 for c in probed) and "batch-size=1 p=96" not in plan["cells"]
+
+
 def test_unknown_tables_and_scales_are_one_line_usage_errors(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["reproduce", "table9", "--scale", "ci", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown table 'table9'; known: table1" in flat(bad.output)
