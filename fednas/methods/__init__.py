@@ -49,6 +49,7 @@ class SearchMethod:
     transition: Callable[..., SuperNet | None]
     genotype: Callable[[SuperNet, MethodKnobs], Genotype]
     version: int = 1                            # raised when what the method trains changes (cached targets key on it)
+    knobs: tuple[str, ...] = ()                 # the MethodKnobs fields it reads (the others cannot change its run)
 
 
 def _none(model: SuperNet, knobs: MethodKnobs, seed: int) -> rounds.Tensors:
@@ -68,7 +69,7 @@ SEARCH_METHODS.add("pdarts", SearchMethod(
     WireLayout(_ALPHA_SENDS, "α gradients, as DARTS, on the stage's supernet (the round config names the stage's "
                              "depth; pruned operations carry exactly zero gradient)", {}),
     rounds.pdarts_round, _none, server.pdarts_spec, server.keep_model, server.pdarts_transition,
-    server.pdarts_genotype))
+    server.pdarts_genotype, knobs=("pdarts_keep", "pdarts_depth_step", "pdarts_skip_dropout", "pdarts_max_skips")))
 SEARCH_METHODS.add("enas", SearchMethod(
     "enas", "Pham et al., ENAS (ICML 2018)", False, False,
     WireLayout((("ctrl:<name>", "the LSTM controller after its REINFORCE steps (and the reward baseline)"),
@@ -87,7 +88,9 @@ SEARCH_METHODS.add("enas", SearchMethod(
                                "(it applies in the child-training rounds, child-train-share)"},
                {THETA_ATTACKS: None}),   # the adopted cell, whose encoding is the α on the wire, trains alone
     rounds.enas_round, rounds.enas_extra, server.same_spec, server.enas_adopt, server.no_transition,
-    server.softmax_genotype, version=4))   # 2: nodes are means; 3: child-train-share; 4: ranked candidates
+    server.softmax_genotype, version=4,   # 2: nodes are means; 3: child-train-share; 4: ranked candidates
+    knobs=("enas_hidden", "enas_lr", "enas_entropy_weight", "enas_baseline_decay", "enas_temperature",
+           "enas_tanh_constant", "enas_candidates", "enas_rank_samples", "child_train_share")))
 SEARCH_METHODS.add("smash", SearchMethod(
     "smash", "Brock et al., SMASH (ICLR 2018)", False, False,
     WireLayout((("hyper:<name>", "the hypernetwork after SGD on D^θ over random architectures"),
@@ -102,7 +105,8 @@ SEARCH_METHODS.add("smash", SearchMethod(
                                "child-training rounds, child-train-share)"},
                {THETA_ATTACKS: None}),   # the adopted cell's own weights train alone under the α on the wire
     rounds.smash_round, rounds.smash_extra, server.same_spec, server.smash_adopt, server.no_transition,
-    server.softmax_genotype, version=4))   # 2: nodes are means; 3: child-train-share; 4: 32 candidates
+    server.softmax_genotype, version=4,   # 2: nodes are means; 3: child-train-share; 4: 32 candidates
+    knobs=("smash_hidden", "smash_candidates", "smash_rank_samples", "child_train_share")))
 assert SEARCH_METHODS.names() == METHOD_NAMES
 
 __all__ = ["ALPHA_ATTACKS", "SEARCH_METHODS", "THETA_ATTACKS", "MethodKnobs", "SearchMethod", "WireLayout"]

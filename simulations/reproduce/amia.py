@@ -147,10 +147,11 @@ def target_key(cell: Cell, settings: AmiaSettings, seed: int, data_root: str) ->
 
     config = parse_run_config(target_overrides(cell, settings, seed, data_root)).model_dump(by_alias=True)
     config.pop("data-root", None)
-    for name, field in MethodKnobs.model_fields.items():   # at their defaults (DARTS), targets keep their old keys
-        key = field.alias or name.replace("_", "-")
-        if config.get(key) == field.default:
-            config.pop(key)
+    reads = SEARCH_METHODS.get(str(config.get("search-method", "darts"))).knobs
+    for name, field in MethodKnobs.model_fields.items():   # at their defaults (DARTS), targets keep their old keys;
+        key = field.alias or name.replace("_", "-")         # another method's knobs cannot change this target
+        if config.get(key) == field.default or (name != "search_method" and name not in reads):
+            config.pop(key, None)
     if "search-method" in config:   # not DARTS: the method's implementation version too
         config["method-version"] = SEARCH_METHODS.get(str(config["search-method"])).version
     return images_hash(torch.zeros(1), sorted(config.items()), settings.clients, TARGET_VERSION)

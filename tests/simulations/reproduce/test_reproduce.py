@@ -90,6 +90,25 @@ def test_a_target_key_names_the_method_and_its_version(monkeypatch: pytest.Monke
     assert target_key(cell["darts"], settings, 0, "") == darts
 
 
+def test_a_darts_target_is_shared_by_tables_that_differ_only_in_another_methods_knobs() -> None:
+    """Tables 3 and 4 train the same DARTS target (table 4 sets PDARTS's depth step, which DARTS never reads);
+    PDARTS's own target still keys on it; every method knob is read by some method."""
+    from fednas.methods import SEARCH_METHODS, MethodKnobs
+    from simulations.reproduce.amia import AmiaSettings, target_key
+    from simulations.reproduce.scenario import Cell
+
+    def key(table: str, method: str, p: int = 64, **run: object) -> str:
+        settings = AmiaSettings.model_validate(load_scenario(table).scales["cpu"].settings)
+        settings = settings.model_copy(update={"run": {**settings.run, **run}})
+        return target_key(Cell(id="x", knobs={"dataset": "mnist", "p": p, "search-method": method}), settings, 0, "")
+
+    assert key("table3", "darts") == key("table4", "darts") and key("table3", "darts", 32) == key("table4", "darts", 32)
+    assert key("table4", "darts", **{"pdarts-keep": "4,2"}) == key("table4", "darts")
+    assert key("table4", "pdarts", **{"pdarts-keep": "4,2"}) != key("table4", "pdarts")
+    read = {k for m in SEARCH_METHODS for k in SEARCH_METHODS.get(m).knobs}
+    assert read == set(MethodKnobs.model_fields) - {"search_method"}
+
+
 def test_a_search_method_the_project_lacks_is_not_implemented_never_a_number() -> None:
     from simulations.reproduce.amia import AmiaSettings, skip
     from simulations.reproduce.scenario import Cell
