@@ -185,7 +185,7 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
             records[cell.id] = record
             if record.get("ran"):
                 finished.append(record)
-        blocked = blocked or _blocks(scenario, [records[c.id] for c in pending], entries)
+        blocked = blocked or _blocks([records[c.id] for c in pending], entries)
     progress(f"{table} cells", len(cells), len(cells))
     ordered = [records[c.id] for c in cells]
     rows = [row for r in ordered for row in r["rows"]]
@@ -229,7 +229,7 @@ def _decide(scenario: Scenario, cell: Cell, settings: Any, ctx: Context, entries
                      progress, ctx.log)
 
 
-def _blocks(scenario: Scenario, records: list[dict[str, Any]], entries: dict[str, Any]) -> str | None:
+def _blocks(records: list[dict[str, Any]], entries: dict[str, Any]) -> str | None:
     """Why the next tiers are not probed: a cell of this tier that could run here did not fit the budget."""
     for record in records:
         entry = entries.get(record["cell"]["id"], {})
