@@ -28,14 +28,15 @@ def reproduce(
                                                         "table's JSON records the budget it ran under")] = 0.0,
 ) -> None:
     """Re-measure one of the paper's tables (or all, with REPORT.md) cell by cell, with intervals beside the
-    paper's numbers; a stopped run continues with --resume from its last finished cell."""
+    paper's numbers; a stopped run continues with --resume from its last finished cell. ``all`` keeps within the
+    scale's whole-run budget (cpu: 6 hours): a table gets what is left of it when that is less than its own."""
     from fednas.config import resolve_user_path
     from fednas.data import resolve_data_root
     from fednas.storage import atomic_write_bytes
     from simulations.reproduce.executors import EXECUTORS
     from simulations.reproduce.report import report_markdown
     from simulations.reproduce.runner import reproduce_table
-    from simulations.reproduce.scenario import SCALES, ScenarioError, known_tables, load_scenario
+    from simulations.reproduce.scenario import ALL_BUDGET_S, SCALES, ScenarioError, known_tables, load_scenario
 
     if scale not in SCALES:
         raise typer.BadParameter(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
@@ -52,16 +53,20 @@ def reproduce(
     folder = resolve_user_path(str(out))
     tick, bars = stage_bars() if progress else (lambda *a: None, {})
     done = []
+    left = ALL_BUDGET_S[scale] if table == "all" and not report_only else float("inf")
     for scenario in scenarios:
+        own = budget_s or scenario.scales[scale].budget_s   # type: ignore[index]
+        given = (budget_s or None) if own <= left else max(left, 1.0)   # all: what is left of the whole run's
         try:
             result = reproduce_table(scenario.table, scale, seed, folder, resume=resume or report_only,
                                      data_root=root, progress=tick, log=lambda line: typer.echo(line, err=True),
-                                     report_only=report_only, budget_s=budget_s or None)
+                                     report_only=report_only, budget_s=given)
         except ScenarioError as exc:
             raise typer.BadParameter(str(exc)) from None
         typer.echo(f"{scenario.table}: {len(result.computed)} cell(s) computed, {len(result.reused)} reused; "
                    f"{result.folder / (scenario.table + '.md')}")
         done.append((scenario, result))
+        left -= result.meta["seconds"] + result.meta["probe_seconds"]
     for bar in bars.values():
         bar.close()
     if table == "all":

@@ -291,7 +291,7 @@ def write_outputs(scenario: Scenario, scale: str, seed: int, settings: Any, plan
     meta = {"table": name, "title": scenario.title, "scale": scale, "seed": seed, **provenance(),
             "settings": settings.model_dump(by_alias=True), "scenario": scenario.model_dump(mode="json", by_alias=True),
             "plan": plan, "seconds_per_cell": {r["cell"]["id"]: r["seconds"] for r in records},
-            "seconds": sum(r["seconds"] for r in records), "rows": rows,
+            "seconds": sum(r["seconds"] for r in records), "probe_seconds": _probed(plan["cells"]), "rows": rows,
             "details": {r["cell"]["id"]: r["details"] for r in records}}
     atomic_write_json(folder / f"{name}.json", meta)
     atomic_write_bytes(folder / f"{name}.md", table_markdown(scenario, executor.headline, executor.extra,

@@ -20,6 +20,9 @@ from fednas.search_space import spec_for_paper_p
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCALES = ("ci", "cpu", "paper")
+# ``reproduce all``: the whole run's wall-time budget per scale (the 6 hours on 2 cores at ``cpu``); each
+# table gets its own budget or what is left of this one, whichever is smaller
+ALL_BUDGET_S = {"ci": 6 * 180.0, "cpu": 6 * 3600.0, "paper": float("inf")}
 KINDS = ("adra", "amia", "defense")
 Scalar = str | int | float | bool
 

@@ -211,6 +211,27 @@ def test_a_budget_does_not_pay_to_probe_cells_larger_than_one_that_did_not_fit(m
     assert all(plan["cells"][c]["probe_s"] >= 0.0 for c in probed) and "batch-size=1 p=96" not in plan["cells"]
 
 
+def test_reproduce_all_gives_each_table_at_most_what_is_left_of_the_whole_runs_budget(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """cpu: 6 hours for all six tables; a table whose own budget exceeds what is left gets what is left."""
+    from simulations.reproduce import runner as runner_module
+    from simulations.reproduce.runner import TableRun
+
+    given: list[float | None] = []
+
+    def fake(table, scale, seed, out, **kw):
+        given.append(kw["budget_s"])
+        return TableRun(table, tmp_path / table, [], [], [], {"seconds": 5600.0, "probe_seconds": 400.0,
+                                                               "rows": [], "scale": scale})
+
+    monkeypatch.setattr(runner_module, "reproduce_table", fake)
+    monkeypatch.setattr("simulations.reproduce.report.report_markdown", lambda sections: "report")
+    result = runner.invoke(app, ["reproduce", "all", "--scale", "cpu", "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    # budgets 4800, 4800, 5400 x 4 against 21,600 s, each table spending 6,000 s: the fourth gets what is left
+    assert given == [None, None, None, pytest.approx(21600 - 3 * 6000), 1.0, 1.0]
+
+
 def test_unknown_tables_and_scales_are_one_line_usage_errors(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["reproduce", "table9", "--scale", "ci", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown table 'table9'; known: table1" in flat(bad.output)
