@@ -74,11 +74,12 @@ def settings_for(scenario: Scenario, scale: str) -> Any:
 
 
 def probe_cell(scenario: Scenario, scale: str, settings: Any, ctx: Context, cell: Cell, entries: dict[str, Any],
-               plan_path: Path, key: str) -> dict[str, Any]:
-    """The cell's plan entry: why it cannot run here (or None) and its measured cost estimate, with the seconds the
-    probe took (they count against the budget). Saved as it comes, so a restart does not probe again."""
+               plan_path: Path, key: str) -> None:
+    """Adds the cell's plan entry to ``entries``: why it cannot run here (or None) and its measured cost estimate,
+    with the seconds the probe took (they count against the budget). Saved as it comes, so a restart does not
+    probe again; a cell already in ``entries`` is not probed."""
     if cell.id in entries:
-        return dict(entries[cell.id])
+        return
     executor = EXECUTORS.get(scenario.kind)
     reason = executor.skip(cell, settings, ctx)
     entry: dict[str, Any] = {"reason": reason, "estimated_s": None, "bound": None}
@@ -93,7 +94,6 @@ def probe_cell(scenario: Scenario, scale: str, settings: Any, ctx: Context, cell
                 f"probed in {entry['probe_s']:.0f} s)")
     entries[cell.id] = entry
     atomic_write_json(plan_path, {"stamp": key, "budget_s": ctx.budget_s, "cells": entries})
-    return entry
 
 
 def probe_apart(kind: str, cell: Cell, settings: Any, ctx: Context) -> dict[str, Any]:
@@ -199,9 +199,8 @@ def reproduce_table(table: str, scale: str, seed: int, out: Path, *, resume: boo
 def _tiers(scenario: Scenario, cells: list[Cell]) -> list[list[Cell]]:
     """The cells in tiers of the executor's cost order (one tier where it has none): a tier is probed and run
     before the next, so a budget never pays to probe cells larger than one that did not fit."""
-    tier = EXECUTORS.get(scenario.kind).tier
-    keys = sorted({tier(c) for c in cells}) if tier else [0.0]
-    return [[c for c in cells if (tier(c) if tier else 0.0) == k] for k in keys]
+    tier = EXECUTORS.get(scenario.kind).tier or (lambda cell: 0.0)
+    return [[c for c in cells if tier(c) == k] for k in sorted({tier(c) for c in cells})]
 
 
 def _spent(finished: list[dict[str, Any]], entries: dict[str, Any]) -> float:
