@@ -27,7 +27,7 @@ GEOMETRIES = [
 def _reference(x, w, geometry):
     """Row by row with F.conv2d (PyTorch's own double backward)."""
     s, p, d, g = geometry
-    parts = x.view(ROWS, BATCH, *x.shape[1:])
+    parts = x.view(ROWS, x.shape[0] // ROWS, *x.shape[1:])
     return torch.cat([F.conv2d(parts[r], w[r], None, s, p, d, g) for r in range(ROWS)])
 
 
@@ -38,10 +38,12 @@ def _second_order(conv, x, w):
     return loss, gx, gw, torch.autograd.grad((gw ** 2).sum() + (gx ** 3).sum(), [x, w])
 
 
+@pytest.mark.parametrize("batch", [BATCH, 1], ids=["batch-2", "batch-1"])   # one sample per row: the NCHW layout
 @pytest.mark.parametrize(("cin", "cout", "k", "s", "p", "d", "g", "size"), GEOMETRIES)
-def test_row_convolution_equals_one_convolution_per_row_to_the_second_derivative(cin, cout, k, s, p, d, g, size):
+def test_row_convolution_equals_one_convolution_per_row_to_the_second_derivative(cin, cout, k, s, p, d, g, size,
+                                                                                  batch):
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(ROWS * BATCH, cin, size, size, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(ROWS * batch, cin, size, size, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(ROWS, cout, cin // g, k, k, generator=gen, dtype=torch.float64, requires_grad=True)
     ours = _second_order(lambda a, b: row_conv2d(a, b, s, p, d, g), x, w)
     reference = _second_order(lambda a, b: _reference(a, b, (s, p, d, g)), x, w)
@@ -73,18 +75,19 @@ def test_a_batch_that_does_not_split_into_rows_is_refused():
         row_conv2d(torch.zeros(4, 2, 5, 5), torch.zeros(3, 2, 1, 3, 3), 1, 1, 1, 2)
 
 
-def test_fast_supernet_with_row_weights_is_every_row_evaluated_on_its_own():
+@pytest.mark.parametrize("batch", [BATCH, 1], ids=["batch-2", "batch-1"])
+def test_fast_supernet_with_row_weights_is_every_row_evaluated_on_its_own(batch):
     spec = SupernetSpec(image_size=8, stem_stride=1, channels=4, cells=3, nodes=2, alpha_sharing="per-cell")
     model = build_supernet(spec, (0.5,), (0.25,), torch.Generator().manual_seed(3)).double()
     gen = torch.Generator().manual_seed(4)
     theta = {n: p.detach() + 0.1 * torch.randn(ROWS, *p.shape, generator=gen, dtype=torch.float64)
              for n, p in model.named_parameters() if not n.startswith("alphas.")}
-    alphas = {g: torch.randn(ROWS * BATCH, *spec.alpha_shape(), generator=gen, dtype=torch.float64)
+    alphas = {g: torch.randn(ROWS * batch, *spec.alpha_shape(), generator=gen, dtype=torch.float64)
               for g in spec.alpha_groups()}
-    x = torch.rand(ROWS * BATCH, 1, 8, 8, generator=gen, dtype=torch.float64)
+    x = torch.rand(ROWS * batch, 1, 8, 8, generator=gen, dtype=torch.float64)
     rows = functional_call(FastSearchNet(model), {"model." + n: v for n, v in theta.items()}, (x,), {"alphas": alphas})
     for r in range(ROWS):
-        sl = slice(r * BATCH, (r + 1) * BATCH)
+        sl = slice(r * batch, (r + 1) * batch)
         alone = functional_call(model, {n: v[r] for n, v in theta.items()}, (x[sl],),
                                 {"alphas": {g: a[sl] for g, a in alphas.items()}})
         torch.testing.assert_close(rows[sl], alone, rtol=1e-10, atol=1e-12)
