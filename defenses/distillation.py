@@ -107,8 +107,7 @@ def distill(teacher: SuperNet, reference: ImageSet, cfg: DistillConfig, generato
     """
     probs = soft_labels(teacher, reference.images, cfg.temperature, device)
     kept = low_entropy(probs, cfg.keep_fraction)
-    data = ImageSet(reference.images[torch.as_tensor(kept)], reference.labels[torch.as_tensor(kept)],
-                    reference.ids[kept])
+    data = reference.subset(kept)
     targets = probs[torch.as_tensor(kept)]
     student = STUDENTS.get(cfg.student).make(teacher, generator, device)
     sampler = BatchSampler(len(data), min(cfg.batch_size, len(data)), generator)

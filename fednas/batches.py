@@ -24,6 +24,11 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, positions: torch.Tensor | np.ndarray) -> ImageSet:
+        """The samples at ``positions`` (indices into this set, in that order), with their ids."""
+        index = torch.as_tensor(np.asarray(positions, dtype=np.int64))
+        return ImageSet(self.images[index], self.labels[index], self.ids[index.numpy()])
+
     def batch(self, positions: torch.Tensor, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images in [0, 1] and labels for the given positions, on ``device``."""
         x = self.images[positions].to(device=device, dtype=torch.float32) / 255.0

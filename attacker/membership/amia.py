@@ -165,8 +165,7 @@ def shadow_splits(pool: ImageSet, cfg: AmiaConfig, generator: torch.Generator) -
     out = []
     for _ in range(cfg.shadows):
         pick = torch.randperm(len(pool), generator=generator)[:need]
-        sets = [ImageSet(pool.images[p], pool.labels[p], pool.ids[p.numpy()])
-                for p in (pick[:cfg.shadow_size], pick[cfg.shadow_size:])]
+        sets = [pool.subset(p) for p in (pick[:cfg.shadow_size], pick[cfg.shadow_size:])]
         out.append((sets[0], sets[1]))
     return out
 

@@ -72,8 +72,7 @@ def train_references(public: MembershipKnowledge, universe: ImageSet, shadow: st
     answers, inside, excluded = [], np.zeros((count, n), bool), np.zeros((count, n), bool)
     for r in range(count):
         half, rest = torch.as_tensor(np.flatnonzero(keep[r])), torch.as_tensor(np.flatnonzero(~keep[r]))
-        trained = ImageSet(universe.images[half], universe.labels[half], universe.ids[half.numpy()])
-        held = ImageSet(universe.images[rest], universe.labels[rest], universe.ids[rest.numpy()])
+        trained, held = universe.subset(half), universe.subset(rest)
         model = SHADOWS.get(shadow)(public, trained, held, training, generator, device, progress)
         answers.append(model.box.predict(universe.images.numpy()))
         inside[r, model.members.ids] = True

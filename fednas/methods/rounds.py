@@ -202,7 +202,7 @@ def rank_on_alpha(inp: RoundInputs, result: LocalSearchResult, forward: Forward,
     """Rank ``children`` on a random ``cap`` of the client's D^α images (0: all), booked as used; their scores."""
     order = torch.randperm(len(inp.alpha_set), generator=inp.generator)
     chosen = order[:cap] if cap else order
-    ranked = ImageSet(inp.alpha_set.images[chosen], inp.alpha_set.labels[chosen], inp.alpha_set.ids[chosen.numpy()])
+    ranked = inp.alpha_set.subset(chosen)
     inp.model.eval()
     scores = rank(forward, children, ranked)
     result.book("alpha", 0.0, round(float(scores.max()) * len(ranked)), len(ranked), tuple(int(i) for i in ranked.ids))
