@@ -38,7 +38,7 @@ def _second_order(conv, x, w):
     return loss, gx, gw, torch.autograd.grad((gw ** 2).sum() + (gx ** 3).sum(), [x, w])
 
 
-@pytest.mark.parametrize("batch", [BATCH, 1], ids=["batch-2", "batch-1"])   # one sample per row: the NCHW layout
+@pytest.mark.parametrize("batch", [BATCH, 1], ids=["batch-2", "batch-1"])   # 1: the Δθ inversion's rows
 @pytest.mark.parametrize(("cin", "cout", "k", "s", "p", "d", "g", "size"), GEOMETRIES)
 def test_row_convolution_equals_one_convolution_per_row_to_the_second_derivative(cin, cout, k, s, p, d, g, size,
                                                                                   batch):
