@@ -100,9 +100,7 @@ def fixed_shadow(public: MembershipKnowledge, inside: ImageSet, outside: ImageSe
 
 def halves(data: ImageSet) -> tuple[ImageSet, ImageSet]:
     n = len(data) // 2
-    first, second = torch.arange(n), torch.arange(n, len(data))
-    return (ImageSet(data.images[first], data.labels[first], data.ids[:n]),
-            ImageSet(data.images[second], data.labels[second], data.ids[n:]))
+    return data.subset(torch.arange(n)), data.subset(torch.arange(n, len(data)))
 
 
 @SHADOWS.register("searchable")
