@@ -4,14 +4,21 @@ One evaluation is what L-BFGS pays per function call: the clients' local searche
 images (one capture and restart each), the cosine match of the replayed Δθ against the observed one, and the
 gradient of that match with respect to the images (a double backward through the supernet). The capture is the
 Δθ inversion's default (``bench adra``'s: one θ step of B = 1, the run config's θ rule, the default supernet,
-MNIST test images as the dummy start). The two paths (``inversion-fast``: row weights through the edge-batched
-supernet; the plain supernet under ``vmap``) are timed in alternation and compared as medians, single-threaded,
-because absolute times drift by ±20 % within minutes on a shared machine. The JSON also carries the largest
-difference between the two paths' image gradients, relative to their scale.
+MNIST test images as the dummy start). The paths (``inversion-fast``: row weights through the edge-batched
+supernet; ``fast_channels_last``: the same before single samples kept their NCHW layout
+(:func:`fednas.rows.channels_last_throughout`); the plain supernet under ``vmap``) are timed in alternation and
+compared as medians, single-threaded, because absolute times drift by ±20 % within minutes on a shared machine.
+
+The JSON also carries the largest difference between the fast and plain paths' image gradients, relative to their
+scale, at the dummy images moved off exact ties by uniform noise of at most ``TIE_JITTER`` (MNIST's backgrounds are
+exactly zero, and at equal values, such as a max pool over them, two layouts may round differently and so pick
+different, equally valid, subgradients; the inversion itself evaluates sigmoid-boxed pixels); the difference at the
+raw images is reported beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
 import time
@@ -31,11 +38,14 @@ from fednas.config import parse_run_config
 from fednas.data import load_dataset
 from fednas.fastnet import FastSearchNet
 from fednas.federation import make_model
+from fednas.rows import channels_last_throughout
 from fednas.seeds import generator
 from fednas.state import THETA_PREFIX, export_state
 from fednas.storage import package_versions
 
 BENCH_STREAM = 71   # the generator stream of the observed update's dummy target
+JITTER_STREAM = 72  # the dummy images' shift off exact ties
+TIE_JITTER = 0.01   # the largest shift of a pixel off MNIST's exact ties, for the gradient agreement
 
 
 def _schedule(overrides: dict[str, Any]) -> Schedule:
@@ -46,8 +56,10 @@ def _schedule(overrides: dict[str, Any]) -> Schedule:
     return Schedule(theta, alpha, "alpha-first")
 
 
-def _evaluation(overrides: dict[str, Any], rows: int, seed: int) -> dict[str, Callable[[], torch.Tensor]]:
-    """Per path, a function that runs one evaluation and returns the images' gradient."""
+def _evaluation(overrides: dict[str, Any], rows: int, seed: int,
+                jitter: float = 0.0) -> dict[str, Callable[[], torch.Tensor]]:
+    """Per path, a function that runs one evaluation and returns the images' gradient; ``jitter``: the images
+    plus uniform noise in [0, jitter)."""
     cfg = parse_run_config(overrides)
     data = load_dataset(cfg.dataset, cfg.data_root)
     model = make_model(cfg, data, torch.device("cpu"))
@@ -59,20 +71,28 @@ def _evaluation(overrides: dict[str, Any], rows: int, seed: int) -> dict[str, Ca
     alpha0 = {g: 1e-3 * torch.randn(rows, *spec.alpha_shape(), generator=gen) for g in spec.alpha_groups()}
     known = interpolated_alphas(sched, alpha0, alpha0)
     images = (data.test_images[:rows].float() / 255).unsqueeze(1)                # [R, 1 image, C, H, W]
+    images = images + jitter * torch.rand(images.shape, generator=generator(seed, JITTER_STREAM))
     soft = F.one_hot(data.test_labels[:rows], spec.num_classes).float().view(rows, 1, -1)
     observed = torch.randn(rows, sum(v.numel() for v in theta.values()), generator=gen)
     objective = OBJECTIVES.get("cosine")
     plain = theta_model(spec, mean, std)
-    paths = {"fast": (FastSearchNet(theta_model(spec, mean, std)), replay_rows_flat),
-             "plain": (plain, replay_local_search_flat)}
+    fast = FastSearchNet(theta_model(spec, mean, std))
+    paths = {"fast": (fast, replay_rows_flat, contextlib.nullcontext),
+             "fast_channels_last": (fast, replay_rows_flat, channels_last_throughout),
+             "plain": (plain, replay_local_search_flat, contextlib.nullcontext)}
 
-    def run(net: Any, replay: Callable[..., Any]) -> torch.Tensor:
+    def run(net: Any, replay: Callable[..., Any], layout: Callable[[], Any]) -> torch.Tensor:
         x = images.clone().requires_grad_()
-        _, d_theta = replay(net, sched, theta, alpha0, x, soft, x, soft, known)
-        match = objective(d_theta, observed, None)
-        return torch.autograd.grad(match.sum(), [x])[0]
+        with layout():
+            _, d_theta = replay(net, sched, theta, alpha0, x, soft, x, soft, known)
+            match = objective(d_theta, observed, None)
+            return torch.autograd.grad(match.sum(), [x])[0]
 
-    return {name: functools.partial(run, net, replay) for name, (net, replay) in paths.items()}
+    return {name: functools.partial(run, *path) for name, path in paths.items()}
+
+
+def _difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) / max(float(b.abs().max()), 1e-30)
 
 
 def _median_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> float:
@@ -93,9 +113,9 @@ def inversion_ratio(overrides: dict[str, Any], rows: Sequence[int] = (1, 8, 16, 
     iterations = AttackSettings().inversion_iterations   # its default (L-BFGS evaluations)
     cases = []
     for r in rows:
-        paths = _evaluation(overrides, r, seed)
+        paths = _evaluation(overrides, r, seed, TIE_JITTER)
         grads = {name: fn() for name, fn in paths.items()}    # warm-up (oneDNN primitive caches) and agreement
-        scale = float(grads["plain"].abs().max())
+        at_ties = {name: fn() for name, fn in _evaluation(overrides, r, seed).items() if name != "fast_channels_last"}
         times: dict[str, list[float]] = {name: [] for name in paths}
         for _ in range(rounds):
             for name, fn in paths.items():
@@ -104,9 +124,13 @@ def inversion_ratio(overrides: dict[str, Any], rows: Sequence[int] = (1, 8, 16, 
         cases.append({"rows": r, **{f"{n}_s_per_evaluation": round(v, 4) for n, v in med.items()},
                       **{f"{n}_s_per_image": round(v * iterations / r, 2) for n, v in med.items()},
                       "speedup": round(med["plain"] / med["fast"], 2),
-                      "max_gradient_difference": float((grads["fast"] - grads["plain"]).abs().max())
-                      / max(scale, 1e-30),
+                      "speedup_over_channels_last": round(med["fast_channels_last"] / med["fast"], 3),
+                      "max_gradient_difference": _difference(grads["fast"], grads["plain"]),
+                      "max_gradient_difference_channels_last": _difference(grads["fast_channels_last"],
+                                                                           grads["plain"]),
+                      "max_gradient_difference_at_ties": _difference(at_ties["fast"], at_ties["plain"]),
                       "per_round": times})
     return {"config": {"threads": threads, "rounds": rounds, "repeats": repeats, "iterations": iterations,
+                       "tie_jitter": TIE_JITTER,
                        "capture": "one θ step of B = 1 (alpha-first), the run config's θ rule", **overrides},
             "cases": cases, "versions": package_versions()}

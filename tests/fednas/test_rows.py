@@ -1,13 +1,15 @@
 """Row weights (fednas.rows): R weight sets at once, the same function as R separate evaluations, to the second
 derivative the Δθ attacks take."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
 from fednas.fastnet import FastSearchNet
-from fednas.rows import row_conv2d, row_linear, twice_differentiable_conv2d
+from fednas.rows import channels_last_throughout, row_conv2d, row_linear, twice_differentiable_conv2d
 from fednas.search_space import SupernetSpec
 from fednas.supernet import build_supernet
 
@@ -38,14 +40,18 @@ def _second_order(conv, x, w):
     return loss, gx, gw, torch.autograd.grad((gw ** 2).sum() + (gx ** 3).sum(), [x, w])
 
 
-@pytest.mark.parametrize("batch", [BATCH, 1], ids=["batch-2", "batch-1"])   # 1: the Δθ inversion's rows
+# 1: the Δθ inversion's rows (one sample, kept NCHW), and the same through the previous channels-last layout
+@pytest.mark.parametrize(("batch", "layout"), [(BATCH, contextlib.nullcontext), (1, contextlib.nullcontext),
+                                               (1, channels_last_throughout)],
+                         ids=["batch-2", "batch-1", "batch-1-channels-last"])
 @pytest.mark.parametrize(("cin", "cout", "k", "s", "p", "d", "g", "size"), GEOMETRIES)
 def test_row_convolution_equals_one_convolution_per_row_to_the_second_derivative(cin, cout, k, s, p, d, g, size,
-                                                                                  batch):
+                                                                                  batch, layout):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(ROWS * batch, cin, size, size, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(ROWS, cout, cin // g, k, k, generator=gen, dtype=torch.float64, requires_grad=True)
-    ours = _second_order(lambda a, b: row_conv2d(a, b, s, p, d, g), x, w)
+    with layout():
+        ours = _second_order(lambda a, b: row_conv2d(a, b, s, p, d, g), x, w)
     reference = _second_order(lambda a, b: _reference(a, b, (s, p, d, g)), x, w)
     for mine, theirs in zip([ours[0], ours[1], ours[2], *ours[3]], [reference[0], reference[1], reference[2],
                                                                       *reference[3]], strict=True):
