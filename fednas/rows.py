@@ -67,9 +67,11 @@ def _depthwise_weight_grad(grad: Tensor, x: Tensor, kernel: int, geo: Geometry) 
     supernet's shapes (one thread)."""
     s, p, d, _ = geo
     n, c = x.shape[:2]
+    kernels = grad.transpose(0, 1).reshape(c, n, *grad.shape[2:]).contiguous()   # [c, n, oh, ow]
+    if _single(x):   # the convolution pads: 2-5x faster than padding a copy first at one sample
+        return F.conv2d(x.contiguous(), kernels, None, d, p, s, c)[0, :, :kernel, :kernel].unsqueeze(1)
     padded = F.pad(x, (p, p, p, p)).contiguous()
     inputs = padded.transpose(0, 1).reshape(1, c * n, *padded.shape[2:])         # channels (c, n)
-    kernels = grad.transpose(0, 1).reshape(c, n, *grad.shape[2:]).contiguous()   # [c, n, oh, ow]
     return F.conv2d(inputs, kernels, None, d, 0, s, c)[0, :, :kernel, :kernel].unsqueeze(1)
 
 

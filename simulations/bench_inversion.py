@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from attacker.reconstruct.row_replay import replay_rows_flat
 from attacker.reconstruct.settings import AttackSettings
 from attacker.reconstruct.threat import Schedule, ThetaRule, UpdateRule
 from attacker.reconstruct.trajectory import interpolated_alphas, replay_local_search_flat
+from fednas import heap
 from fednas.config import parse_run_config
 from fednas.data import load_dataset
 from fednas.fastnet import FastSearchNet
@@ -131,6 +133,6 @@ def inversion_ratio(overrides: dict[str, Any], rows: Sequence[int] = (1, 8, 16, 
                       "max_gradient_difference_at_ties": _difference(at_ties["fast"], at_ties["plain"]),
                       "per_round": times})
     return {"config": {"threads": threads, "rounds": rounds, "repeats": repeats, "iterations": iterations,
-                       "tie_jitter": TIE_JITTER,
+                       "tie_jitter": TIE_JITTER, "retain_heap": os.environ.get(heap.ENV, "1"),
                        "capture": "one θ step of B = 1 (alpha-first), the run config's θ rule", **overrides},
             "cases": cases, "versions": package_versions()}

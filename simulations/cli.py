@@ -13,6 +13,7 @@ import typer
 from app.config import key_table, parse_app
 from fednas.config import resolve_user_path
 from fednas.data import DATASETS, available_datasets, resolve_data_root
+from fednas.heap import retain_freed_memory
 from fednas.storage import package_versions
 from simulations.cli_amia import amia, amia_calibrate, amia_scenario, bench_amia, distill_command, serve
 from simulations.cli_attack import bench_adra, bench_race, bench_similarity, reconstruct
@@ -214,7 +215,9 @@ deploy_app.command("certs")(deploy_certs)
 
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: a failure the commands did not turn into a usage error ends in one line on stderr
-    (exit 1) naming the error, never a traceback with local variables; ``ARCHLEAK_DEBUG=1`` shows the traceback."""
+    (exit 1) naming the error, never a traceback with local variables; ``ARCHLEAK_DEBUG=1`` shows the traceback.
+    Freed memory is kept for reuse (:mod:`fednas.heap`)."""
+    retain_freed_memory()
     try:
         app(args=argv)
     except KeyboardInterrupt:

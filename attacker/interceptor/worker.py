@@ -20,6 +20,7 @@ import torch
 from attacker.interceptor.config import InterceptorConfig
 from attacker.interceptor.interceptor import Interceptor
 from attacker.interceptor.service import END_MARKER, NICE
+from fednas.heap import retain_freed_memory
 from fednas.run_folder import RunFolder
 from fednas.storage import atomic_write_bytes, atomic_write_json
 
@@ -59,6 +60,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     except OSError:
         pass
     torch.set_num_threads(args.threads)
+    retain_freed_memory()
     settings = InterceptorConfig.model_validate_json(args.settings)
     out = RunFolder(Path(args.run_dir)).reconstructions(settings.threat_model)
     out.mkdir(parents=True, exist_ok=True)
