@@ -22,6 +22,12 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20     # glibc's largest allowed value on 64-bit (HEAP_MAX_SIZE / 2)
 TRIM_THRESHOLD = 2 ** 31 - 1  # mallopt takes an int: never trim below 2 GiB of free top
 ENV = "ARCHLEAK_RETAIN_HEAP"
+_STATE = {"retained": False}
+
+
+def retained() -> bool:
+    """Whether :func:`retain_freed_memory` took effect in this process (benchmarks record it)."""
+    return _STATE["retained"]
 
 
 def retain_freed_memory() -> bool:
@@ -35,4 +41,6 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    _STATE["retained"] = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD,
+                                                                                          TRIM_THRESHOLD))
+    return _STATE["retained"]

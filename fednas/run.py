@@ -141,6 +141,7 @@ class ServerRun:
         tick = time.perf_counter()
         record = {"round": server_round, "time": now(), "seconds": tick - self.last_tick,
                   "clients": num_clients, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+                  "test_samples": len(self.test) if theta else 0,
                   "client_metrics": dict(client_metrics), "genotype": self.genotype().to_dict(),
                   "alpha_softmax": alpha_softmax(export_state(self.model, weights=False)), **(extra or {})}
         self.last_tick = tick

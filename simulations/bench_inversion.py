@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -133,6 +132,6 @@ def inversion_ratio(overrides: dict[str, Any], rows: Sequence[int] = (1, 8, 16, 
                       "max_gradient_difference_at_ties": _difference(at_ties["fast"], at_ties["plain"]),
                       "per_round": times})
     return {"config": {"threads": threads, "rounds": rounds, "repeats": repeats, "iterations": iterations,
-                       "tie_jitter": TIE_JITTER, "retain_heap": os.environ.get(heap.ENV, "1"),
+                       "tie_jitter": TIE_JITTER, "heap_retained": heap.retained(),
                        "capture": "one θ step of B = 1 (alpha-first), the run config's θ rule", **overrides},
             "cases": cases, "versions": package_versions()}

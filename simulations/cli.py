@@ -172,6 +172,25 @@ def bench_inversion(
     emit_figures(inversion_ratio(overrides, counts, rounds, threads=threads), json_path)
 
 
+@bench_app.command("target")
+def bench_target(
+    recipe: Annotated[str, typer.Option(help="the README's trained target: mnist or cifar10-subset")] = "mnist",
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    data_root: Annotated[str, typer.Option(help="data folder (default: $FEDNAS_DATA_ROOT)")] = "",
+    clients: Annotated[int, typer.Option(min=1, max=64, help="clients (SuperNodes), one CPU each")] = 4,
+    engine: Annotated[str, typer.Option(help="where the clients run: ray or in-process")] = "ray",
+    run_config: Annotated[list[str], typer.Option("--run-config", help="run-config key=value (TOML) on top")] = [],  # noqa: B006
+) -> None:
+    """The README's trained target as one timed federation: test accuracy after every round, seconds, wall time."""
+    from simulations.bench_target import RECIPES, time_target
+
+    if recipe not in RECIPES.names():
+        raise typer.BadParameter(f"--recipe must be one of {', '.join(RECIPES.names())}, got {recipe!r}")
+    root, _ = resolve_data_root(data_root)
+    overrides = {"data-root": str(root), **toml_pairs(run_config)}
+    emit_figures(time_target(recipe, overrides, clients, engine), json_path)
+
+
 @bench_app.command("interceptor")
 def bench_interceptor(
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,

@@ -12,8 +12,9 @@ from fednas import heap
 # evaluation; prints the minor page faults of the last eight rounds (the first two fill the heap).
 CHURN = """
 import resource, torch
-from fednas.heap import retain_freed_memory
-print(retain_freed_memory())
+from fednas.heap import retain_freed_memory, retained
+assert retain_freed_memory() == retained()
+print(retained())
 base = torch.ones(32, 208962)
 for round in range(10):
     if round == 2:
