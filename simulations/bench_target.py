@@ -3,8 +3,8 @@
 The recipes are the README's ("A trained target in minutes"): ``flwr run . --federation-config
 "num-supernodes=4 client-resources-num-cpus=1" --run-config RECIPE``, run here as
 ``simulate(RECIPE, num_clients=4, engine="ray")``, which is what that command runs. The figures come from the run
-itself: its ``rounds.jsonl`` (test accuracy on the server's test images after every round, seconds per round) and
-its ``config.json``; the last round's accuracy carries its n and a Wilson 95 % interval. Wall time is measured
+itself: its ``rounds.jsonl`` (test accuracy on the server's test images after every round, their count, seconds
+per round); the last round's accuracy carries its n and a Wilson 95 % interval. Wall time is measured
 around the federation (Ray's start included, the interpreter's not), with the load average before and after,
 because other work on the machine changes it.
 """
