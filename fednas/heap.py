@@ -16,7 +16,6 @@ glibc's defaults, so the ratio stays measurable.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_TRIM_THRESHOLD = -1
@@ -36,10 +35,8 @@ def retain_freed_memory() -> bool:
     """Whether glibc now keeps freed memory (False: turned off by ``ARCHLEAK_RETAIN_HEAP=0``, or not glibc)."""
     if os.environ.get(ENV, "1").strip() in ("0", "false", "no", "off"):
         return False
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt    # the process's own symbols: glibc's, with no ldconfig lookup
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

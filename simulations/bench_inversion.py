@@ -57,10 +57,10 @@ def _schedule(overrides: dict[str, Any]) -> Schedule:
     return Schedule(theta, alpha, "alpha-first")
 
 
-def _evaluation(overrides: dict[str, Any], rows: int, seed: int,
-                jitter: float = 0.0) -> dict[str, Callable[[], torch.Tensor]]:
-    """Per path, a function that runs one evaluation and returns the images' gradient; ``jitter``: the images
-    plus uniform noise in [0, jitter)."""
+def _evaluation(overrides: dict[str, Any], rows: int, seed: int
+                ) -> tuple[dict[str, Callable[[torch.Tensor], torch.Tensor]], dict[str, torch.Tensor]]:
+    """Per path, a function that runs one evaluation from the given dummy images and returns their gradient; and
+    the dummy images: ``raw`` (MNIST test images) and ``off_ties`` (plus uniform noise in [0, TIE_JITTER))."""
     cfg = parse_run_config(overrides)
     data = load_dataset(cfg.dataset, cfg.data_root)
     model = make_model(cfg, data, torch.device("cpu"))
@@ -72,7 +72,8 @@ def _evaluation(overrides: dict[str, Any], rows: int, seed: int,
     alpha0 = {g: 1e-3 * torch.randn(rows, *spec.alpha_shape(), generator=gen) for g in spec.alpha_groups()}
     known = interpolated_alphas(sched, alpha0, alpha0)
     images = (data.test_images[:rows].float() / 255).unsqueeze(1)                # [R, 1 image, C, H, W]
-    images = images + jitter * torch.rand(images.shape, generator=generator(seed, JITTER_STREAM))
+    starts = {"raw": images, "off_ties": images + TIE_JITTER * torch.rand(images.shape,
+                                                                          generator=generator(seed, JITTER_STREAM))}
     soft = F.one_hot(data.test_labels[:rows], spec.num_classes).float().view(rows, 1, -1)
     observed = torch.randn(rows, sum(v.numel() for v in theta.values()), generator=gen)
     objective = OBJECTIVES.get("cosine")
@@ -82,14 +83,14 @@ def _evaluation(overrides: dict[str, Any], rows: int, seed: int,
              "fast_channels_last": (fast, replay_rows_flat, channels_last_throughout),
              "plain": (plain, replay_local_search_flat, contextlib.nullcontext)}
 
-    def run(net: Any, replay: Callable[..., Any], layout: Callable[[], Any]) -> torch.Tensor:
-        x = images.clone().requires_grad_()
+    def run(net: Any, replay: Callable[..., Any], layout: Callable[[], Any], start: torch.Tensor) -> torch.Tensor:
+        x = start.clone().requires_grad_()
         with layout():
             _, d_theta = replay(net, sched, theta, alpha0, x, soft, x, soft, known)
             match = objective(d_theta, observed, None)
             return torch.autograd.grad(match.sum(), [x])[0]
 
-    return {name: functools.partial(run, *path) for name, path in paths.items()}
+    return {name: functools.partial(run, *path) for name, path in paths.items()}, starts
 
 
 def _difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -114,9 +115,10 @@ def inversion_ratio(overrides: dict[str, Any], rows: Sequence[int] = (1, 8, 16, 
     iterations = AttackSettings().inversion_iterations   # its default (L-BFGS evaluations)
     cases = []
     for r in rows:
-        paths = _evaluation(overrides, r, seed, TIE_JITTER)
+        evaluate, starts = _evaluation(overrides, r, seed)
+        paths = {name: functools.partial(fn, starts["off_ties"]) for name, fn in evaluate.items()}
         grads = {name: fn() for name, fn in paths.items()}    # warm-up (oneDNN primitive caches) and agreement
-        at_ties = {name: fn() for name, fn in _evaluation(overrides, r, seed).items() if name != "fast_channels_last"}
+        at_ties = {name: evaluate[name](starts["raw"]) for name in ("fast", "plain")}
         times: dict[str, list[float]] = {name: [] for name in paths}
         for _ in range(rounds):
             for name, fn in paths.items():
