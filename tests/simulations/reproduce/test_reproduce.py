@@ -258,19 +258,27 @@ def test_verdicts_compare_the_paper_with_our_interval() -> None:
 
 
 def test_a_probe_runs_in_a_child_process_and_answers(mnist: str) -> None:
-    """The defense probe (a timed federation, ADRA per captured image, AMIA's shadows) from a child process; the
-    undefended cell ranks first, since the others' deltas and MD read it, then the paper's defenses."""
+    """The defense probe (a timed federation, ADRA per captured image, AMIA's shadows) from a child process."""
     from simulations.reproduce.executors import Context
     from simulations.reproduce.runner import probe_apart, settings_for
 
     scenario = load_scenario("table6")
-    none, paper = scenario.cells("ci")
+    none = scenario.cells("ci")[0]
     ctx = Context(data_root=mnist, seed=0, folder=Path("."), scale="ci", log=lambda line: None)
-    first = probe_apart("defense", none, settings_for(scenario, "ci"), ctx)
-    second = probe_apart("defense", paper, settings_for(scenario, "ci"), ctx)
-    assert first["bound"] == "rough" and first["estimated_s"] > 0 and (first["rank"], second["rank"]) == (0, 1)
-    ours = scenario.cells("cpu")[-1]   # tls: the project's own, after the paper's
-    assert not ours.paper and probe_apart("defense", ours, settings_for(scenario, "ci"), ctx)["rank"] == 2
+    answer = probe_apart("defense", none, settings_for(scenario, "ci"), ctx)
+    assert answer["bound"] == "rough" and answer["estimated_s"] > 0 and answer["rank"] == 0
+
+
+def test_defense_cells_rank_the_undefended_first_then_the_papers_then_ours() -> None:
+    """The undefended cell ranks first, since the others' deltas and MD read it, then the paper's defenses; the
+    project's own (TLS among them) last."""
+    from simulations.reproduce.defense import rank
+
+    cells = load_scenario("table6").cells("cpu")
+    ranks = {str(c.knobs["defense"]): rank(c) for c in cells}
+    assert ranks["none"] == 0 and ranks["tls"] == 2
+    assert all(rank(c) == (1 if c.paper else 2) for c in cells if c.knobs["defense"] != "none")
+    assert {r for name, r in ranks.items() if name != "none"} == {1, 2}   # both kinds are in the table
 
 
 def test_a_target_that_lost_a_client_is_not_cached(tmp_path: Path) -> None:
