@@ -49,8 +49,14 @@ def mnist_or_digits(data_root: Path) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Cached models (oracle, learned prior) go to a session folder, never to the user's ~/.cache."""
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    """Cached models (oracle, learned prior) go to a folder of this test run, never to the user's ~/.cache. The
+    pytest-xdist workers of one run share it (each worker's base folder sits in the run's): the cache's file locks
+    let one worker train a model while the others wait for it, instead of each training its own."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / "xdg-cache"
+    folder.mkdir(exist_ok=True)
+    os.environ["XDG_CACHE_HOME"] = str(folder)
 
 
 @pytest.fixture(autouse=True)
