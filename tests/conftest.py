@@ -59,23 +59,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["XDG_CACHE_HOME"] = str(folder)
 
 
-# The files whose tests take longest (seconds on 2 cores with two workers, `--durations`): the deployment 103, the
-# reproduction tables 110, every search method on the wire 110, defend-eval 32, `flwr run .` 28. pytest-xdist hands
-# out files in collection order, so these start first and the workers end on short files, not on one of these.
-LONGEST_FIRST = ("simulations/test_deploy.py", "simulations/reproduce/test_reproduce.py",
-                 "attacker/interceptor/test_methods_on_the_wire.py", "simulations/test_defend_eval.py",
-                 "simulations/test_flwr_run.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.path.as_posix()
-        return next((k for k, name in enumerate(LONGEST_FIRST) if path.endswith(f"/tests/{name}")),
-                    len(LONGEST_FIRST))
-
-    items.sort(key=rank)   # stable: the other files keep their order
-
-
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative output paths of a test never reach the user's ~/archleak."""
