@@ -155,7 +155,7 @@ def test_an_unknown_attack_lists_the_known_ones(run):
 
 def test_amia_calibrate_runs_every_attack_on_an_overfitted_target(data_root, mnist_or_digits, tmp_path):
     # the bundled digits (the fallback without MNIST) fit slower: after 10 epochs the target is at chance on its 40
-    # members (0.10 against 0.175 on the pool), after 40 it overfits them (0.925 against 0.525)
+    # members (0.10; 0.175 on the held-out images), after 40 it overfits them (0.925 against 0.525)
     epochs = "10" if mnist_or_digits == "mnist" else "40"
     result = runner.invoke(app, ["amia-calibrate", "--dataset", mnist_or_digits, "--data-root", str(data_root),
                                  "--members", "40", "--pool", "120", "--target-epochs", epochs, "--references", "2",
