@@ -16,9 +16,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from app.config import parse_app
 from attacker.scoring.stats import wilson
 from fednas.registry import Registry
+from fednas.run_folder import RunFolder
 from fednas.storage import read_jsonl
 from simulations.reproduce.runner import provenance
 from simulations.simulate import simulate
@@ -42,12 +42,12 @@ def time_target(recipe: str, overrides: Mapping[str, Any], clients: int = 4, eng
     """Run ``recipe`` (with ``overrides`` on top: data root, output folder, a smaller budget for a smoke run) on
     ``clients`` clients; return its figures."""
     run_config = {**RECIPES.get(recipe), **overrides}
-    seed = parse_app(run_config).federation.seed     # a bad setting fails before Ray starts
     load_before = os.getloadavg()
     start = time.perf_counter()
     run = simulate(run_config, num_clients=clients, engine=engine)
     wall = time.perf_counter() - start
-    rounds = read_jsonl(run / "rounds.jsonl")
+    folder = RunFolder(run)
+    rounds = read_jsonl(folder.rounds_file)
     last = rounds[-1]
     n = int(last["test_samples"])
     correct = round(last["test_accuracy"] * n)
@@ -60,5 +60,5 @@ def time_target(recipe: str, overrides: Mapping[str, Any], clients: int = 4, eng
             "ci_method": f"Wilson 95% interval of the last round's {correct} correct of {n} test images",
             "wall_s": round(wall, 1), "wall_from": "around the federation: Ray's start included, the interpreter's not",
             "load_before": [round(v, 2) for v in load_before],
-            "load_after": [round(v, 2) for v in os.getloadavg()], "seed": seed,
+            "load_after": [round(v, 2) for v in os.getloadavg()], "seed": folder.meta()["seed"],
             **provenance()}
